@@ -1,0 +1,1 @@
+"""The CA core: profiles and policy (the RA), the Authority that signs, revocation."""

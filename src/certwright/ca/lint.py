@@ -1,0 +1,92 @@
+"""pkilint over certificates: the RFC 5280 linter and the CA/B Forum server-auth linter.
+
+Used by the tests on every certificate they see, and by the Authority before signing
+when ``issuance.lint`` is on (it lints a copy signed by a throwaway key, Boulder's way,
+so a certificate that fails is never signed by the CA key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+# Findings a private CA expects from the CA/B server-auth linter: internal names and
+# private addresses are what it is for, and it asserts no CA/B policy OID unless the
+# profile says so.
+PRIVATE_CA_ALLOWED = frozenset({
+    "cabf.internal_domain_name",
+    "cabf.internal_ip_address",
+    "cabf.serverauth.subscriber.certificate_policies_extension_absent",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    linter: str
+    code: str
+    severity: str
+    message: str | None
+
+    def __str__(self) -> str:
+        extra = f": {self.message}" if self.message else ""
+        return f"{self.linter} {self.severity} {self.code}{extra}"
+
+
+def available() -> bool:
+    try:
+        import pkilint  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.cache
+def _validators() -> tuple[Any, Any, Any]:
+    from pkilint.cabf import serverauth
+    from pkilint.cabf.serverauth import serverauth_constants
+    from pkilint.pkix import certificate, extension, name
+
+    pkix = certificate.create_pkix_certificate_validator_container(
+        certificate.create_decoding_validators(
+            name.ATTRIBUTE_TYPE_MAPPINGS, extension.EXTENSION_MAPPINGS
+        ),
+        [
+            certificate.create_issuer_validator_container([]),
+            certificate.create_validity_validator_container(),
+            certificate.create_subject_validator_container([]),
+            certificate.create_extensions_validator_container([]),
+            certificate.create_spki_validator_container([]),
+        ],
+    )
+    dv = serverauth_constants.CertificateType.DV_FINAL_CERTIFICATE
+    cabf = certificate.create_pkix_certificate_validator_container(
+        serverauth.create_decoding_validators(), serverauth.create_validators(dv)
+    )
+    filters = serverauth.create_serverauth_finding_filters(dv)
+    return pkix, cabf, filters
+
+
+def _findings(linter: str, results: Any, threshold: Any) -> list[Finding]:
+    out = []
+    for result in results:
+        for fd in result.finding_descriptions:
+            if fd.finding.severity <= threshold:
+                out.append(Finding(linter, fd.finding.code, fd.finding.severity.name,
+                                   fd.message))
+    return out
+
+
+def lint_certificate(der: bytes, *, server_auth: bool) -> list[Finding]:
+    """ERROR-or-worse findings for ``der``; with ``server_auth`` the CA/B DV linter too."""
+    from pkilint import finding_filter, loader
+    from pkilint.validation import ValidationFindingSeverity
+
+    pkix, cabf, filters = _validators()
+    doc = loader.RFC5280CertificateDocumentLoader().load_der_document(der, "certificate")
+    findings = _findings("pkix", pkix.validate(doc.root), ValidationFindingSeverity.ERROR)
+    if server_auth:
+        doc = loader.RFC5280CertificateDocumentLoader().load_der_document(der, "certificate")
+        results, _ = finding_filter.filter_results(filters, cabf.validate(doc.root))
+        findings += _findings("cabf-serverauth", results, ValidationFindingSeverity.ERROR)
+    return findings

@@ -1,0 +1,244 @@
+"""The RA: one function decides every request, whatever protocol it came from.
+
+``decide`` returns Issue (with the exact contents the Authority must sign), Pending (held
+for an operator) or Reject (with the rule that refused it). Front-ends never apply
+policy themselves; a rule added to a profile holds for every protocol at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import ipaddress
+
+from cryptography import x509
+
+from certwright.ca.profiles import Approval, Config, Profile, Protocol
+from certwright.errors import CertwrightError, ErrorKind
+from certwright.pki import csr as csrlib
+from certwright.pki import keys
+from certwright.pki.keys import KeyAlgorithm, KeyDescription
+from certwright.pki.names import Names, common_name
+
+
+@dataclasses.dataclass(frozen=True)
+class Requester:
+    """Who asked: an ACME account, an EST credential, a CLI operator..."""
+
+    kind: str
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+@dataclasses.dataclass(frozen=True)
+class EnrollmentRequest:
+    """A request for a certificate as every front-end hands it to the core."""
+
+    profile: str
+    csr: x509.CertificateSigningRequest
+    requester: Requester
+    protocol: Protocol
+    # Requested validity, when the protocol carries one (ACME newOrder, CMP, the CLI).
+    not_before: dt.datetime | None = None
+    not_after: dt.datetime | None = None
+    # Set when an operator approved this request (it was Pending before).
+    approved_by: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Issue:
+    """Everything the Authority needs to build the certificate; nothing left to choose."""
+
+    profile_name: str
+    profile: Profile
+    csr: x509.CertificateSigningRequest
+    key: KeyDescription
+    names: Names
+    common_name: str | None
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Reject:
+    error: CertwrightError
+
+    @property
+    def reason(self) -> str:
+        return str(self.error)
+
+
+Decision = Issue | Pending | Reject
+
+
+def decide(config: Config, request: EnrollmentRequest, now: dt.datetime) -> Decision:
+    """Apply the profile named by the request; never raises for a policy failure."""
+    try:
+        issue = check(config, request, now)
+    except CertwrightError as e:
+        return Reject(e)
+    if issue.profile.approval is Approval.MANUAL and request.approved_by is None:
+        return Pending(f"profile {request.profile!r} requires an operator's approval")
+    return issue
+
+
+def check(config: Config, request: EnrollmentRequest, now: dt.datetime) -> Issue:
+    """Check a request against its profile; raise CertwrightError naming the broken rule."""
+    profile = config.profile(request.profile)
+    if request.protocol not in profile.protocols:
+        raise CertwrightError(
+            ErrorKind.UNAUTHORIZED,
+            f"profile {request.profile!r} does not accept requests over "
+            f"{request.protocol.value}",
+            rule="protocols",
+        )
+    key = check_key(profile, request.csr.public_key())
+    names = csrlib.requested_names(request.csr)
+    cn = common_name(request.csr.subject)
+    if cn is not None and not names:
+        # A CN alone is a name too: RFC 6125 clients ignore it, so it moves to the SAN.
+        names = _cn_as_name(cn)
+    check_names(profile, names)
+    kept_cn = None
+    if profile.names.keep_cn and cn is not None:
+        if not names.contains_value(cn):
+            raise CertwrightError(
+                ErrorKind.REJECTED_IDENTIFIER,
+                f"subject CN {cn!r} is not one of the subject alternative names",
+                rule="names.keep_cn",
+            )
+        kept_cn = cn.strip().lower().rstrip(".") if names.dns else cn.strip()
+        if len(kept_cn) > 64:  # RFC 5280 ub-common-name
+            kept_cn = None
+    not_before, not_after = check_validity(profile, request, now)
+    return Issue(
+        profile_name=request.profile,
+        profile=profile,
+        csr=request.csr,
+        key=key,
+        names=names,
+        common_name=kept_cn,
+        not_before=not_before,
+        not_after=not_after,
+    )
+
+
+def _cn_as_name(cn: str) -> Names:
+    try:
+        return Names(ip=(ipaddress.ip_address(cn.strip()),))
+    except ValueError:
+        pass
+    from certwright.pki.names import normalize_dns
+
+    return Names(dns=(normalize_dns(cn),))
+
+
+def check_key(profile: Profile, public_key: object) -> KeyDescription:
+    desc = keys.describe(public_key)
+    rules = profile.keys
+
+    def refuse(detail: str, rule: str) -> CertwrightError:
+        return CertwrightError(ErrorKind.BAD_PUBLIC_KEY, detail, rule=rule)
+
+    if desc.algorithm is KeyAlgorithm.RSA:
+        if not rules.rsa:
+            raise refuse("RSA keys are not allowed by this profile", "keys.rsa")
+        if desc.bits < rules.rsa_min_bits:
+            raise refuse(
+                f"RSA key of {desc.bits} bits is below this profile's minimum of "
+                f"{rules.rsa_min_bits}",
+                "keys.rsa_min_bits",
+            )
+    elif desc.algorithm is KeyAlgorithm.ECDSA:
+        if desc.curve not in rules.ecdsa_curves:
+            allowed = ", ".join(rules.ecdsa_curves) or "none"
+            raise refuse(
+                f"ECDSA curve {desc.curve} is not allowed by this profile (allowed: {allowed})",
+                "keys.ecdsa_curves",
+            )
+    elif desc.algorithm is KeyAlgorithm.ED25519:
+        if not rules.ed25519:
+            raise refuse("Ed25519 keys are not allowed by this profile", "keys.ed25519")
+    else:
+        raise refuse(f"{desc} keys are not supported", "keys")
+    return desc
+
+
+def _dns_allowed(name: str, patterns: tuple[str, ...]) -> bool:
+    for p in patterns:
+        if p == "*" or p == name:
+            return True
+        if p.startswith("*.") and name.endswith(p[1:]):
+            return True
+    return False
+
+
+def check_names(profile: Profile, names: Names) -> None:
+    rules = profile.names
+
+    def refuse(detail: str, rule: str) -> CertwrightError:
+        return CertwrightError(ErrorKind.REJECTED_IDENTIFIER, detail, rule=rule)
+
+    if not names:
+        raise refuse("the request names no subject alternative name", "names")
+    count = len(names.dns) + len(names.ip) + len(names.uri) + len(names.email)
+    if count > rules.max_names:
+        raise refuse(f"{count} names requested; this profile allows {rules.max_names}",
+                     "names.max_names")
+    for dns in names.dns:
+        if dns.startswith("*."):
+            if not rules.wildcards:
+                raise refuse(f"wildcard name {dns!r} is not allowed by this profile",
+                             "names.wildcards")
+            # The wildcard stands for one label: "*.a.example" is allowed where some
+            # "x.a.example" would be.
+            probe = "x" + dns[1:]
+            if not _dns_allowed(probe, rules.dns):
+                raise refuse(f"DNS name {dns!r} is outside this profile's names", "names.dns")
+        elif not _dns_allowed(dns, rules.dns):
+            raise refuse(f"DNS name {dns!r} is outside this profile's names", "names.dns")
+    for ip in names.ip:
+        if not any(ip.version == net.version and ip in net for net in rules.ip):
+            raise refuse(f"IP address {ip} is outside this profile's networks", "names.ip")
+    for uri in names.uri:
+        if not any(uri.startswith(prefix) for prefix in rules.uri):
+            raise refuse(f"URI {uri!r} is outside this profile's URI prefixes", "names.uri")
+    for email in names.email:
+        domain = email.rpartition("@")[2]
+        if not any(d == "*" or d == domain for d in rules.email):
+            raise refuse(f"e-mail address {email!r} is outside this profile's domains",
+                         "names.email")
+
+
+def check_validity(
+    profile: Profile, request: EnrollmentRequest, now: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    v = profile.validity
+    # Certificates carry whole seconds (RFC 5280 4.1.2.5); so do our decisions.
+    start = (request.not_before or now - v.backdate).replace(microsecond=0)
+    if request.not_before is not None and request.not_before > now + dt.timedelta(days=1):
+        raise CertwrightError(ErrorKind.POLICY, "requested notBefore is more than a day ahead",
+                              rule="validity")
+    if request.not_after is not None:
+        end = request.not_after.replace(microsecond=0)
+        if end <= now:
+            raise CertwrightError(ErrorKind.POLICY, "requested notAfter is in the past",
+                                  rule="validity")
+    else:
+        end = start + v.default
+    if end - start > v.max:
+        days = (end - start).total_seconds() / 86400
+        raise CertwrightError(
+            ErrorKind.POLICY,
+            f"requested validity of {days:.1f} days exceeds this profile's maximum of "
+            f"{v.max.total_seconds() / 86400:g} days",
+            rule="validity.max",
+        )
+    return start, end

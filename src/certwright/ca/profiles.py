@@ -1,0 +1,334 @@
+"""The configuration file and its profiles, validated on load with precise errors.
+
+A profile is the policy for one kind of certificate: which keys, which names, how long,
+which usages, who may ask through which protocol, and whether an operator must approve.
+Every front-end (ACME, EST, SCEP, CMP, the CLI) is held to the same profile by the RA.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import enum
+import ipaddress
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from certwright.errors import config_error
+from certwright.pki.keys import RSA_FLOOR_BITS
+from certwright.pki.names import normalize_dns
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: object) -> dt.timedelta:
+    """``90d``, ``12h``, ``30m``, ``2w`` or a number of seconds."""
+    if isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return dt.timedelta(seconds=value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    raise ValueError(f"{value!r} is not a duration such as 90d, 12h or 3600")
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
+
+
+def format_duration(d: dt.timedelta) -> str:
+    s = int(d.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if s % size == 0 and s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Approval(enum.Enum):
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+class Protocol(enum.Enum):
+    ACME = "acme"
+    EST = "est"
+    SCEP = "scep"
+    CMP = "cmp"
+    CLI = "cli"  # local issuance by an operator with access to the data directory
+
+
+Curve = Literal["P-256", "P-384", "P-521"]
+
+KEY_USAGES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+)
+KeyUsageName = Literal[
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+]
+EkuName = Literal[
+    "server_auth", "client_auth", "code_signing", "email_protection", "time_stamping",
+    "ocsp_signing",
+]
+
+
+class KeyRules(Strict):
+    """Which subject keys a profile accepts."""
+
+    rsa: bool = True
+    rsa_min_bits: int = 2048
+    ecdsa_curves: tuple[Curve, ...] = ("P-256", "P-384")
+    ed25519: bool = False
+
+    @field_validator("rsa_min_bits")
+    @classmethod
+    def _rsa_floor(cls, v: int) -> int:
+        if v < RSA_FLOOR_BITS:
+            raise ValueError(f"must be at least {RSA_FLOOR_BITS} (smaller RSA keys are broken)")
+        return v
+
+
+class NameRules(Strict):
+    """Which names a profile allows in certificates.
+
+    DNS patterns: ``host.example`` matches that name only; ``*.example`` matches every
+    name below ``example`` at any depth (not ``example`` itself); ``*`` matches any name.
+    """
+
+    dns: tuple[str, ...] = ()
+    wildcards: bool = False
+    ip: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    uri: tuple[str, ...] = ()  # prefixes, e.g. "spiffe://example.internal/"
+    email: tuple[str, ...] = ()  # domains ("example.internal") or "*" for any
+    keep_cn: bool = True
+    max_names: int = Field(default=100, ge=1, le=1000)
+
+    @field_validator("dns")
+    @classmethod
+    def _dns_patterns(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for p in v:
+            if p == "*":
+                out.append(p)
+                continue
+            base = p[2:] if p.startswith("*.") else p
+            try:
+                out.append(("*." if p.startswith("*.") else "") + normalize_dns(base))
+            except Exception:
+                raise ValueError(f"{p!r} is not a DNS name pattern") from None
+        return tuple(out)
+
+    @field_validator("ip", mode="before")
+    @classmethod
+    def _networks(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            try:
+                return tuple(ipaddress.ip_network(str(n), strict=True) for n in v)
+            except ValueError as e:
+                raise ValueError(f"not an IP network: {e}") from None
+        return v
+
+
+class Validity(Strict):
+    default: Duration = dt.timedelta(days=90)
+    max: Duration = dt.timedelta(days=90)
+    # Backdating covers clients whose clocks run a little behind (Boulder uses 1h).
+    backdate: Duration = dt.timedelta(hours=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Validity:
+        if self.max <= dt.timedelta(0):
+            raise ValueError("max must be positive")
+        if self.default > self.max:
+            raise ValueError(
+                f"default ({format_duration(self.default)}) is longer than max "
+                f"({format_duration(self.max)})"
+            )
+        if self.backdate > dt.timedelta(days=1):
+            raise ValueError("backdate must not exceed 1d")
+        return self
+
+
+class Profile(Strict):
+    description: str = ""
+    protocols: tuple[Protocol, ...] = (Protocol.CLI,)
+    approval: Approval = Approval.AUTO
+    keys: KeyRules = KeyRules()
+    names: NameRules = NameRules()
+    validity: Validity = Validity()
+    key_usage: tuple[KeyUsageName, ...] = ("digital_signature", "key_encipherment")
+    extended_key_usage: tuple[EkuName, ...] = ("server_auth",)
+    # Certificate policy OIDs to assert, e.g. 2.23.140.1.2.1 (CA/B DV) for a public CA.
+    policies: tuple[str, ...] = ()
+
+    @field_validator("policies")
+    @classmethod
+    def _oids(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for oid in v:
+            if not re.match(r"^[0-2](\.(0|[1-9][0-9]*))+$", oid):
+                raise ValueError(f"{oid!r} is not an object identifier")
+        return v
+
+    @field_validator("extended_key_usage")
+    @classmethod
+    def _eku(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("at least one extended key usage is required")
+        return v
+
+
+class ServerSettings(Strict):
+    hostnames: tuple[str, ...] = ("localhost",)
+    http_listen: str = "127.0.0.1:8080"
+    https_listen: str = "127.0.0.1:8443"
+    # Base URLs written into certificates (CRL distribution point, AIA) and given to clients.
+    http_url: str = "http://127.0.0.1:8080"
+    https_url: str = "https://localhost:8443"
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+
+    @field_validator("http_url", "https_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+$", v.rstrip("/")):
+            raise ValueError(f"{v!r} is not a base URL such as http://host:8080")
+        return v.rstrip("/")
+
+
+class StoreSettings(Strict):
+    # sqlite:///certwright.db is relative to the data directory.
+    url: str = "sqlite:///certwright.db"
+
+
+class IssuanceSettings(Strict):
+    # Lint every to-be-signed certificate with pkilint before signing (needs pkilint).
+    lint: bool = False
+    crl_validity: Duration = dt.timedelta(days=7)
+    # The CRL is regenerated when less than this is left before its nextUpdate.
+    crl_refresh_before: Duration = dt.timedelta(days=3)
+    ocsp_validity: Duration = dt.timedelta(days=4)
+
+
+class Config(Strict):
+    server: ServerSettings = ServerSettings()
+    store: StoreSettings = StoreSettings()
+    issuance: IssuanceSettings = IssuanceSettings()
+    default_profile: str = "tls-server"
+    profiles: dict[str, Profile]
+
+    @field_validator("profiles")
+    @classmethod
+    def _names(cls, v: dict[str, Profile]) -> dict[str, Profile]:
+        if not v:
+            raise ValueError("at least one profile is required")
+        for name in v:
+            if not re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", name):
+                raise ValueError(f"profile name {name!r}: use lower-case letters, digits and -")
+        return v
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> Config:
+        if self.default_profile not in self.profiles:
+            raise ValueError(
+                f"default_profile {self.default_profile!r} is not one of the profiles"
+            )
+        return self
+
+    def profile(self, name: str) -> Profile:
+        from certwright.errors import not_found
+
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise not_found(
+                f"unknown profile {name!r}; known: {', '.join(sorted(self.profiles))}"
+            ) from None
+
+
+def _model_at(root: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
+    """The model that owns the last element of ``path``, following dict values."""
+    model: Any = root
+    expect_key = False
+    for part in path:
+        if expect_key:
+            expect_key = False
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        if typing.get_origin(ann) is dict:
+            ann = typing.get_args(ann)[1]
+            expect_key = True
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model if isinstance(model, type) else None
+
+
+def _explain(err: Any, root: type[BaseModel]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    where = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        owner = _model_at(root, loc[:-1])
+        candidates = list(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(loc[-1], candidates, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{where}: unknown key{hint}"
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return f"{where}: {msg}"
+
+
+def parse_config(data: Any, source: str) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        lines = [f"{source}: {_explain(err, Config)}" for err in e.errors()]
+        raise config_error("; ".join(lines)) from None
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise config_error(f"{path}: no such file (run `certwright init` first)") from None
+    return parse_config_text(text, str(path))
+
+
+def parse_config_text(text: str, source: str) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise config_error(f"{source}:{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise config_error(f"{source}: expected a mapping at the top level")
+    return parse_config(data, source)

@@ -1,0 +1,193 @@
+"""The core every front-end calls: decide (RA), sign (Authority), hold, approve, revoke.
+
+A front-end builds an EnrollmentRequest, calls ``enroll`` once, and renders the outcome
+(Issued, Held) or the CertwrightError in its own wire format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import secrets
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy.engine import Connection
+
+from certwright.ca import policy
+from certwright.ca.authority import AuditContext, Authority
+from certwright.ca.policy import EnrollmentRequest, Issue, Pending, Reject, Requester
+from certwright.ca.profiles import Config, Protocol
+from certwright.ca.revocation import CrlPublisher, OcspResponder, Reason
+from certwright.clock import Clock
+from certwright.errors import CertwrightError, ErrorKind
+from certwright.pki import csr as csrlib
+from certwright.store.repo import CertificateRecord, RequestRecord, Store
+
+
+@dataclasses.dataclass(frozen=True)
+class Issued:
+    record: CertificateRecord
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]  # issuing CA(s), not the root
+
+    def pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def fullchain_pem(self) -> bytes:
+        return self.pem() + b"".join(
+            c.public_bytes(serialization.Encoding.PEM) for c in self.chain)
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    request_id: str
+    reason: str
+
+
+def _names_of(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
+    try:
+        return tuple(csrlib.requested_names(csr).as_strings())
+    except CertwrightError:
+        return ()
+
+
+class CertificateAuthority:
+    def __init__(self, *, config: Config, store: Store, authority: Authority,
+                 crl: CrlPublisher, ocsp: OcspResponder, chain: tuple[x509.Certificate, ...],
+                 root: x509.Certificate, clock: Clock, layout: Any = None) -> None:
+        self.config = config
+        self.store = store
+        self.authority = authority
+        self.crl = crl
+        self.ocsp = ocsp
+        self.chain = chain
+        self.root = root
+        self.clock = clock
+        self.layout = layout
+
+    # -- enrollment ---------------------------------------------------------------------
+
+    def enroll(self, request: EnrollmentRequest) -> Issued | Held:
+        """Decide and act. Raises CertwrightError for a rejection (after auditing it)."""
+        now = self.clock.now()
+        decision = policy.decide(self.config, request, now)
+        if isinstance(decision, Reject):
+            self._audit_rejection(request, decision.error, now)
+            raise decision.error
+        if isinstance(decision, Pending):
+            return self._hold(request, decision, now)
+        return self._issue(decision, request, request_id=None)
+
+    def _issue(self, decision: Issue, request: EnrollmentRequest, *,
+               request_id: str | None, on_commit: Any = None) -> Issued:
+        try:
+            prepared = self.authority.prepare(decision)
+        except CertwrightError as e:
+            self._audit_rejection(request, e, self.clock.now())
+            raise
+        ctx = AuditContext(
+            actor=request.approved_by or str(request.requester),
+            protocol=request.protocol.value,
+            requester=str(request.requester),
+            request_id=request_id,
+            extra={"approved_by": request.approved_by} if request.approved_by else {},
+        )
+        record, cert = self.authority.issue(prepared, ctx, on_commit=on_commit)
+        return Issued(record, cert, self.chain)
+
+    def _audit_rejection(self, request: EnrollmentRequest, error: CertwrightError,
+                         now: dt.datetime) -> None:
+        self.store.audit(
+            "request.rejected", actor=str(request.requester), subject=request.profile, at=now,
+            data={"protocol": request.protocol.value, "profile": request.profile,
+                  "names": list(_names_of(request.csr)), "reason": error.detail,
+                  "rule": error.rule, "kind": error.kind.value},
+        )
+
+    def _hold(self, request: EnrollmentRequest, decision: Pending, now: dt.datetime) -> Held:
+        request_id = secrets.token_hex(8)
+        record = RequestRecord(
+            id=request_id, profile=request.profile, protocol=request.protocol.value,
+            requester=str(request.requester),
+            csr=request.csr.public_bytes(serialization.Encoding.DER),
+            names=_names_of(request.csr), not_before=request.not_before,
+            not_after=request.not_after, state="pending", reason=decision.reason,
+            created_at=now, decided_at=None, decided_by=None, serial=None,
+        )
+        with self.store.write() as conn:
+            self.store.insert_request(conn, record)
+            self.store.append_audit(
+                conn, "request.pending", actor=str(request.requester), subject=request_id,
+                at=now, data={"protocol": request.protocol.value, "profile": request.profile,
+                              "names": list(record.names), "reason": decision.reason},
+            )
+        return Held(request_id, decision.reason)
+
+    # -- operator decisions -------------------------------------------------------------
+
+    def _pending(self, request_id: str) -> RequestRecord:
+        rec = self.store.request(request_id)
+        if rec.state != "pending":
+            raise CertwrightError(ErrorKind.CONFLICT,
+                                  f"request {request_id} is {rec.state}, not pending")
+        return rec
+
+    def approve(self, request_id: str, operator: str) -> Issued:
+        """Issue a held request. The profile is applied again: it may have changed."""
+        rec = self._pending(request_id)
+        request = EnrollmentRequest(
+            profile=rec.profile, csr=x509.load_der_x509_csr(rec.csr),
+            requester=Requester(*rec.requester.split(":", 1)),
+            protocol=Protocol(rec.protocol), not_before=rec.not_before,
+            not_after=rec.not_after, approved_by=operator,
+        )
+        now = self.clock.now()
+        decision = policy.decide(self.config, request, now)
+        if isinstance(decision, Reject):
+            self._audit_rejection(request, decision.error, now)
+            raise decision.error
+        assert isinstance(decision, Issue)
+
+        def mark_issued(conn: Connection, record: CertificateRecord) -> None:
+            # Lock and re-check: two operators approving at once issue one certificate.
+            current = self.store.request(request_id, conn, lock=True)
+            if current.state != "pending":
+                raise CertwrightError(ErrorKind.CONFLICT,
+                                      f"request {request_id} is {current.state}, not pending")
+            self.store.update_request(conn, request_id, state="issued", decided_at=now,
+                                      decided_by=operator, serial=record.serial)
+            self.store.append_audit(conn, "request.approved", actor=operator,
+                                    subject=request_id, at=now,
+                                    data={"serial": record.serial})
+
+        return self._issue(decision, request, request_id=request_id, on_commit=mark_issued)
+
+    def reject(self, request_id: str, operator: str, reason: str) -> RequestRecord:
+        now = self.clock.now()
+        with self.store.write() as conn:
+            current = self.store.request(request_id, conn, lock=True)
+            if current.state != "pending":
+                raise CertwrightError(ErrorKind.CONFLICT,
+                                      f"request {request_id} is {current.state}, not pending")
+            self.store.update_request(conn, request_id, state="rejected", decided_at=now,
+                                      decided_by=operator, reason=reason)
+            self.store.append_audit(conn, "request.rejected", actor=operator,
+                                    subject=request_id, at=now,
+                                    data={"reason": reason, "profile": current.profile})
+        return self.store.request(request_id)
+
+    # -- revocation ---------------------------------------------------------------------
+
+    def revoke(self, serial: str, reason: Reason, actor: str) -> CertificateRecord:
+        """Mark revoked, audit, and publish a new CRL, all in one transaction."""
+        now = self.clock.now().replace(microsecond=0)
+        with self.store.write() as conn:
+            record = self.store.mark_revoked(conn, serial, now, reason.value)
+            self.store.append_audit(conn, "certificate.revoked", actor=actor, subject=serial,
+                                    at=now, data={"reason": reason.value,
+                                                  "profile": record.profile})
+            if record.issuer == self.authority.issuer_id:
+                self.crl.generate(conn)
+        return record

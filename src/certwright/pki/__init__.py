@@ -1,0 +1,1 @@
+"""PKI building blocks: keys, CSRs, names, encodings. No policy and no signing here."""

@@ -1,0 +1,1 @@
+"""ASGI application assembly and the listeners."""

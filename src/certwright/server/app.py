@@ -1,0 +1,164 @@
+"""The ASGI applications: the plain-HTTP listener (CRL, OCSP, CA certificates, health)
+and the HTTPS listener, which the protocol front-ends (ACME, EST, SCEP, CMP) mount into.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import urllib.parse
+from typing import Any
+
+import anyio.to_thread
+from cryptography.hazmat.primitives import serialization
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from certwright.ca import hierarchy
+from certwright.ca.service import CertificateAuthority
+
+OCSP_MAX_REQUEST = 16 * 1024
+# RFC 5019 section 5: responders serving GET should allow caching until nextUpdate;
+# clients refetch by then anyway.
+OCSP_CACHE = "public, max-age=3600, no-transform, must-revalidate"
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await PlainTextResponse("bad Content-Length\n", 400)(scope, receive, send)
+                    return
+                if declared > self.limit:
+                    await _too_large(self.limit)(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await _too_large(self.limit)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> Response:
+    return PlainTextResponse(f"request body larger than {limit} bytes\n", 413)
+
+
+def build_http_app(ca: CertificateAuthority) -> ASGIApp:
+    """The plain-HTTP listener: what relying parties fetch without TLS (RFC 5280 8,
+    RFC 6960 A.1: CRLs and OCSP over HTTP, never HTTPS, to avoid circular validation)."""
+    issuing_id = ca.authority.issuer_id
+    root_id = hierarchy.issuer_id(ca.root)
+    ca_der = {
+        issuing_id: ca.chain[0].public_bytes(serialization.Encoding.DER),
+        root_id: ca.root.public_bytes(serialization.Encoding.DER),
+    }
+
+    async def health(request: Request) -> Response:
+        def probe() -> int:
+            return ca.store.count_certificates()
+
+        try:
+            await anyio.to_thread.run_sync(probe)
+        except Exception:
+            return JSONResponse({"status": "unavailable", "store": "unreachable"}, 503)
+        return JSONResponse({"status": "ok"})
+
+    async def crl(request: Request) -> Response:
+        if request.path_params["issuer"] != issuing_id:
+            return PlainTextResponse("no such CRL\n", 404)
+        stored = await anyio.to_thread.run_sync(ca.crl.current)
+        return Response(stored.der, media_type="application/pkix-crl", headers={
+            "Cache-Control": "public, max-age=300",
+            "Last-Modified": stored.this_update.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        })
+
+    async def ca_cert(request: Request) -> Response:
+        der = ca_der.get(request.path_params["issuer"])
+        if der is None:
+            return PlainTextResponse("no such CA certificate\n", 404)
+        # RFC 5280 4.2.2.1: caIssuers over HTTP is a DER certificate, application/pkix-cert.
+        return Response(der, media_type="application/pkix-cert",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+    async def root_pem(request: Request) -> Response:
+        return Response(ca.root.public_bytes(serialization.Encoding.PEM),
+                        media_type="application/x-pem-file")
+
+    async def ocsp_post(request: Request) -> Response:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/ocsp-request":
+            return PlainTextResponse("Content-Type must be application/ocsp-request\n", 415)
+        body = await request.body()
+        if len(body) > OCSP_MAX_REQUEST:
+            return _too_large(OCSP_MAX_REQUEST)
+        der = await anyio.to_thread.run_sync(ca.ocsp.respond, body)
+        return Response(der, media_type="application/ocsp-response")
+
+    async def ocsp_get(request: Request) -> Response:
+        # RFC 6960 A.1: GET {url}/{url-encoding of base-64 encoding of the DER OCSPRequest}.
+        raw = request.scope.get("raw_path", b"").decode("latin-1")
+        encoded = raw.split("/ocsp/", 1)[1] if "/ocsp/" in raw else request.path_params["req"]
+        try:
+            body = base64.b64decode(urllib.parse.unquote(encoded), validate=False)
+        except (binascii.Error, ValueError):
+            body = b""
+        der = await anyio.to_thread.run_sync(ca.ocsp.respond, body)
+        return Response(der, media_type="application/ocsp-response",
+                        headers={"Cache-Control": OCSP_CACHE})
+
+    routes = [
+        Route("/health", health),
+        Route("/crl/{issuer}.crl", crl),
+        Route("/ca/{issuer}.der", ca_cert),
+        Route("/root.pem", root_pem),
+        Route("/ocsp", ocsp_post, methods=["POST"]),
+        Route("/ocsp/{req:path}", ocsp_get, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    return BodyLimit(app, ca.config.server.max_body_bytes)
+
+
+def build_https_app(ca: CertificateAuthority, mounts: list[Any] | None = None) -> ASGIApp:
+    """The HTTPS listener. Protocol front-ends add their routes through ``mounts``."""
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def index(request: Request) -> Response:
+        return JSONResponse({
+            "service": "certwright",
+            "profiles": sorted(ca.config.profiles),
+            "root": f"{ca.config.server.http_url}/root.pem",
+        })
+
+    routes: list[Any] = [Route("/health", health), Route("/", index), *(mounts or [])]
+    return BodyLimit(Starlette(routes=routes), ca.config.server.max_body_bytes)

@@ -1,0 +1,418 @@
+"""The store: rows in, domain objects out (rows are not domain objects).
+
+Writes go through ``Store.write()``: one transaction that takes the write lock first
+(``BEGIN IMMEDIATE`` on SQLite; a row lock on the audit head on PostgreSQL), so the
+audit chain stays linear across processes sharing one database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from certwright.errors import CertwrightError, ErrorKind, config_error, not_found
+from certwright.store import audit, schema
+from certwright.store.audit import AuditRecord
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateRecord:
+    serial: str
+    issuer: str
+    profile: str
+    subject: str
+    names: tuple[str, ...]
+    not_before: dt.datetime
+    not_after: dt.datetime
+    fingerprint: str
+    der: bytes
+    request_id: str | None
+    requester: str
+    protocol: str
+    issued_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+    revocation_reason: str | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestRecord:
+    id: str
+    profile: str
+    protocol: str
+    requester: str
+    csr: bytes
+    names: tuple[str, ...]
+    not_before: dt.datetime | None
+    not_after: dt.datetime | None
+    state: str  # pending | issued | rejected
+    reason: str | None
+    created_at: dt.datetime
+    decided_at: dt.datetime | None
+    decided_by: str | None
+    serial: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredCrl:
+    issuer: str
+    number: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    der: bytes
+
+
+def format_serial(serial: int) -> str:
+    return format(serial, "x")
+
+
+def parse_serial(text: str) -> str:
+    """Accept ``0a1b...``, ``0A:1B:...`` or ``0x0a1b``; return the canonical form."""
+    t = text.strip().lower().replace(":", "")
+    t = t.removeprefix("0x")
+    try:
+        return format_serial(int(t, 16))
+    except ValueError:
+        raise CertwrightError(ErrorKind.MALFORMED, f"{text!r} is not a hexadecimal serial"
+                              ) from None
+
+
+def _cert(row: Any) -> CertificateRecord:
+    return CertificateRecord(
+        serial=row.serial, issuer=row.issuer, profile=row.profile, subject=row.subject,
+        names=tuple(json.loads(row.names)), not_before=row.not_before,
+        not_after=row.not_after, fingerprint=row.fingerprint, der=bytes(row.der),
+        request_id=row.request_id, requester=row.requester, protocol=row.protocol,
+        issued_at=row.issued_at, revoked_at=row.revoked_at,
+        revocation_reason=row.revocation_reason,
+    )
+
+
+def _request(row: Any) -> RequestRecord:
+    return RequestRecord(
+        id=row.id, profile=row.profile, protocol=row.protocol, requester=row.requester,
+        csr=bytes(row.csr), names=tuple(json.loads(row.names)), not_before=row.not_before,
+        not_after=row.not_after, state=row.state, reason=row.reason,
+        created_at=row.created_at, decided_at=row.decided_at, decided_by=row.decided_by,
+        serial=row.serial,
+    )
+
+
+def _audit(row: Any) -> AuditRecord:
+    return AuditRecord(seq=row.seq, at=row.at, event=row.event, actor=row.actor,
+                       subject=row.subject, data=row.data, prev_hash=row.prev_hash,
+                       hash=row.hash)
+
+
+def make_engine(url: str, data_dir: Path | None = None) -> Engine:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rel = url[len("sqlite:///"):]
+        if rel and rel != ":memory:" and data_dir is not None:
+            url = f"sqlite:///{(data_dir / rel).resolve()}"
+    try:
+        u = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise config_error(f"store.url {url!r} is not a database URL") from None
+    if u.get_backend_name() == "sqlite":
+        engine = sa.create_engine(u, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event issue BEGIN, so writers can ask for IMMEDIATE.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before it returns; a certificate is handed out
+            # only after the transaction that records it (and its audit record) is durable.
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            if conn.get_execution_options().get("certwright_write"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+        return engine
+    if u.get_backend_name() == "postgresql":
+        if u.drivername == "postgresql":
+            u = u.set(drivername="postgresql+psycopg")
+        return sa.create_engine(u, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    raise config_error(f"store.url: {u.get_backend_name()} is not supported "
+                       "(use sqlite:/// or postgresql://)")
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, data_dir: Path | None = None) -> Store:
+        return cls(make_engine(url, data_dir))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema -------------------------------------------------------------------------
+
+    def _alembic(self, conn: Connection) -> AlembicConfig:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        return cfg
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (idempotent)."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # Replicas starting together: one migrates, the others wait.
+                conn.exec_driver_sql("SELECT pg_advisory_lock(7300171)")
+            try:
+                command.upgrade(self._alembic(conn), "head")
+                conn.commit()
+            finally:
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SELECT pg_advisory_unlock(7300171)")
+                    conn.commit()
+
+    def schema_is_current(self) -> bool:
+        with self.engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+        head = ScriptDirectory.from_config(self._alembic(None)).get_current_head()  # type: ignore[arg-type]
+        return current == head
+
+    # -- transactions -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction, committed durably when the block ends without error."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(certwright_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    # -- audit --------------------------------------------------------------------------
+
+    def append_audit(
+        self,
+        conn: Connection,
+        event: str,
+        *,
+        actor: str,
+        subject: str,
+        data: dict[str, Any],
+        at: dt.datetime,
+    ) -> AuditRecord:
+        """Append one record to the chain inside the caller's write transaction."""
+        head = conn.execute(
+            sa.select(schema.audit_head.c.seq, schema.audit_head.c.hash)
+            .where(schema.audit_head.c.id == 1)
+            .with_for_update()
+        ).first()
+        seq, prev = (head.seq + 1, head.hash) if head else (1, audit.GENESIS)
+        at = at.astimezone(dt.UTC).replace(microsecond=0)
+        text = audit.canonical_json(data)
+        h = audit.link_hash(seq, at, event, actor, subject, text, prev)
+        conn.execute(
+            schema.audit_log.insert().values(
+                seq=seq, at=at, event=event, actor=actor, subject=subject, data=text,
+                prev_hash=prev, hash=h,
+            )
+        )
+        if head:
+            conn.execute(
+                schema.audit_head.update().where(schema.audit_head.c.id == 1)
+                .values(seq=seq, hash=h)
+            )
+        else:
+            conn.execute(schema.audit_head.insert().values(id=1, seq=seq, hash=h))
+        return AuditRecord(seq, at, event, actor, subject, text, prev, h)
+
+    def audit(self, event: str, *, actor: str, subject: str, data: dict[str, Any],
+              at: dt.datetime) -> AuditRecord:
+        with self.write() as conn:
+            return self.append_audit(conn, event, actor=actor, subject=subject, data=data,
+                                     at=at)
+
+    def iter_audit(self, batch: int = 5000) -> Iterator[AuditRecord]:
+        last = 0
+        while True:
+            with self.read() as conn:
+                rows = conn.execute(
+                    sa.select(schema.audit_log).where(schema.audit_log.c.seq > last)
+                    .order_by(schema.audit_log.c.seq).limit(batch)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _audit(row)
+            last = rows[-1].seq
+
+    def audit_head(self) -> tuple[int, str] | None:
+        with self.read() as conn:
+            row = conn.execute(sa.select(schema.audit_head).where(schema.audit_head.c.id == 1)
+                               ).first()
+        return (row.seq, row.hash) if row else None
+
+    def verify_audit(self) -> tuple[int, audit.Break | None]:
+        return audit.verify(self.iter_audit(), self.audit_head())
+
+    # -- certificates -------------------------------------------------------------------
+
+    def insert_certificate(self, conn: Connection, rec: CertificateRecord) -> None:
+        values = dataclasses.asdict(rec)
+        values["names"] = json.dumps(list(rec.names))
+        conn.execute(schema.certificates.insert().values(**values))
+
+    def certificate(self, serial: str) -> CertificateRecord:
+        with self.read() as conn:
+            row = conn.execute(
+                sa.select(schema.certificates).where(schema.certificates.c.serial == serial)
+            ).first()
+        if row is None:
+            raise not_found(f"no certificate with serial {serial}")
+        return _cert(row)
+
+    def find_certificate(self, serial: str) -> CertificateRecord | None:
+        try:
+            return self.certificate(serial)
+        except CertwrightError:
+            return None
+
+    def certificates(
+        self, *, profile: str | None = None, revoked: bool | None = None,
+        expiring_before: dt.datetime | None = None, limit: int = 1000,
+    ) -> list[CertificateRecord]:
+        q = sa.select(schema.certificates).order_by(schema.certificates.c.issued_at.desc())
+        if profile is not None:
+            q = q.where(schema.certificates.c.profile == profile)
+        if revoked is True:
+            q = q.where(schema.certificates.c.revoked_at.is_not(None))
+        elif revoked is False:
+            q = q.where(schema.certificates.c.revoked_at.is_(None))
+        if expiring_before is not None:
+            q = q.where(schema.certificates.c.not_after < expiring_before)
+        with self.read() as conn:
+            return [_cert(r) for r in conn.execute(q.limit(limit))]
+
+    def revoked_serials(self, issuer: str) -> list[tuple[str, dt.datetime, str | None]]:
+        c = schema.certificates.c
+        q = (sa.select(c.serial, c.revoked_at, c.revocation_reason)
+             .where(c.issuer == issuer, c.revoked_at.is_not(None)))
+        with self.read() as conn:
+            return [(r.serial, r.revoked_at, r.revocation_reason) for r in conn.execute(q)]
+
+    def mark_revoked(self, conn: Connection, serial: str, at: dt.datetime,
+                     reason: str | None) -> CertificateRecord:
+        c = schema.certificates.c
+        row = conn.execute(sa.select(schema.certificates).where(c.serial == serial)
+                           .with_for_update()).first()
+        if row is None:
+            raise not_found(f"no certificate with serial {serial}")
+        if row.revoked_at is not None:
+            raise CertwrightError(ErrorKind.CONFLICT,
+                                  f"certificate {serial} is already revoked")
+        conn.execute(schema.certificates.update().where(c.serial == serial)
+                     .values(revoked_at=at, revocation_reason=reason))
+        return dataclasses.replace(_cert(row), revoked_at=at, revocation_reason=reason)
+
+    def count_certificates(self) -> int:
+        with self.read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(
+                schema.certificates)).scalar_one())
+
+    # -- requests -----------------------------------------------------------------------
+
+    def insert_request(self, conn: Connection, rec: RequestRecord) -> None:
+        values = dataclasses.asdict(rec)
+        values["names"] = json.dumps(list(rec.names))
+        conn.execute(schema.requests.insert().values(**values))
+
+    def request(self, request_id: str, conn: Connection | None = None,
+                *, lock: bool = False) -> RequestRecord:
+        q = sa.select(schema.requests).where(schema.requests.c.id == request_id)
+        if lock:
+            q = q.with_for_update()
+        if conn is None:
+            with self.read() as c:
+                row = c.execute(q).first()
+        else:
+            row = conn.execute(q).first()
+        if row is None:
+            raise not_found(f"no request with id {request_id}")
+        return _request(row)
+
+    def requests(self, state: str | None = None, limit: int = 1000) -> list[RequestRecord]:
+        q = sa.select(schema.requests).order_by(schema.requests.c.created_at)
+        if state is not None:
+            q = q.where(schema.requests.c.state == state)
+        with self.read() as conn:
+            return [_request(r) for r in conn.execute(q.limit(limit))]
+
+    def update_request(self, conn: Connection, request_id: str, **values: Any) -> None:
+        conn.execute(schema.requests.update().where(schema.requests.c.id == request_id)
+                     .values(**values))
+
+    # -- CRLs and settings --------------------------------------------------------------
+
+    def crl(self, issuer: str) -> StoredCrl | None:
+        with self.read() as conn:
+            row = conn.execute(sa.select(schema.crls).where(schema.crls.c.issuer == issuer)
+                               ).first()
+        if row is None:
+            return None
+        return StoredCrl(row.issuer, row.number, row.this_update, row.next_update,
+                         bytes(row.der))
+
+    def next_crl_number(self, conn: Connection, issuer: str) -> int:
+        row = conn.execute(sa.select(schema.crls.c.number).where(schema.crls.c.issuer == issuer)
+                           .with_for_update()).first()
+        return 1 if row is None else int(row.number) + 1
+
+    def put_crl(self, conn: Connection, crl: StoredCrl) -> None:
+        values = dataclasses.asdict(crl)
+        updated = conn.execute(schema.crls.update().where(schema.crls.c.issuer == crl.issuer)
+                               .values(**values))
+        if updated.rowcount == 0:
+            conn.execute(schema.crls.insert().values(**values))
+
+    def setting(self, key: str, conn: Connection | None = None) -> str | None:
+        q = sa.select(schema.settings.c.value).where(schema.settings.c.key == key)
+        if conn is not None:
+            return conn.execute(q).scalar_one_or_none()
+        with self.read() as c:
+            return c.execute(q).scalar_one_or_none()
+
+    def put_setting(self, conn: Connection, key: str, value: str) -> None:
+        updated = conn.execute(schema.settings.update().where(schema.settings.c.key == key)
+                               .values(value=value))
+        if updated.rowcount == 0:
+            conn.execute(schema.settings.insert().values(key=key, value=value))
+
+
+def names_json(names: Sequence[str]) -> str:
+    return json.dumps(list(names))

@@ -1,0 +1,123 @@
+"""Tables. Changes to this file go with a migration in ``migrations/versions``.
+
+Times are stored as timezone-aware UTC; serial numbers as lower-case hex without
+leading zeros, so they sort and compare as text within one length.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+
+class UtcDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out, on SQLite and PostgreSQL alike."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+certificates = sa.Table(
+    "certificates",
+    metadata,
+    sa.Column("serial", sa.String(48), primary_key=True),
+    sa.Column("issuer", sa.String(64), nullable=False),  # issuing CA id
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("names", sa.Text, nullable=False),  # JSON list of "type:value"
+    sa.Column("not_before", UtcDateTime(), nullable=False),
+    sa.Column("not_after", UtcDateTime(), nullable=False, index=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False, unique=True),  # SHA-256 hex
+    sa.Column("der", sa.LargeBinary, nullable=False),
+    sa.Column("request_id", sa.String(32), nullable=True),
+    sa.Column("requester", sa.Text, nullable=False),
+    sa.Column("protocol", sa.String(16), nullable=False),
+    sa.Column("issued_at", UtcDateTime(), nullable=False),
+    sa.Column("revoked_at", UtcDateTime(), nullable=True, index=True),
+    sa.Column("revocation_reason", sa.String(32), nullable=True),
+)
+
+requests = sa.Table(
+    "requests",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("protocol", sa.String(16), nullable=False),
+    sa.Column("requester", sa.Text, nullable=False),
+    sa.Column("csr", sa.LargeBinary, nullable=False),
+    sa.Column("names", sa.Text, nullable=False),
+    sa.Column("not_before", UtcDateTime(), nullable=True),
+    sa.Column("not_after", UtcDateTime(), nullable=True),
+    # pending -> issued | rejected ; approved only transiently inside one transaction
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("decided_at", UtcDateTime(), nullable=True),
+    sa.Column("decided_by", sa.Text, nullable=True),
+    sa.Column("serial", sa.String(48), nullable=True),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("event", sa.String(48), nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),  # canonical JSON
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# One row: the newest link of the chain. Appenders lock it, so the chain stays linear
+# when several processes (replicas) write; verification compares it with the last row,
+# which catches a deleted tail.
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+crls = sa.Table(
+    "crls",
+    metadata,
+    sa.Column("issuer", sa.String(64), primary_key=True),
+    sa.Column("number", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False),
+    sa.Column("this_update", UtcDateTime(), nullable=False),
+    sa.Column("next_update", UtcDateTime(), nullable=False),
+    sa.Column("der", sa.LargeBinary, nullable=False),
+)
+
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)

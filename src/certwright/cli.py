@@ -82,11 +82,14 @@ def main() -> None:
               help="Plain HTTP listener (CRL, OCSP) HOST:PORT.")
 @click.option("--https", default="127.0.0.1:8443", show_default=True,
               help="HTTPS listener (enrollment protocols) HOST:PORT.")
+@click.option("--store-url", default="sqlite:///certwright.db", show_default=True,
+              help="Database URL: SQLite relative to DATA, or postgresql://user@host/db.")
 def init(data: Path, key_type: str, org: str, hostnames: tuple[str, ...], http: str,
-         https: str) -> None:
+         https: str, store_url: str) -> None:
     """Create a root CA, an issuing CA, the configuration and the store in DATA."""
     layout = datadir.init(data, key_type=key_type, organization=org,
-                          hostnames=list(hostnames) or None, http=http, https=https)
+                          hostnames=list(hostnames) or None, http=http, https=https,
+                          store_url=store_url)
     click.echo(f"initialized a CA in {data}")
     click.echo(f"  configuration: {layout.config}")
     click.echo(f"  trust anchor:  {layout.root_pem}")

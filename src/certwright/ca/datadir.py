@@ -67,7 +67,7 @@ class Layout:
 
 
 def default_config(*, hostnames: list[str], http: str, https: str, http_url: str,
-                   https_url: str) -> str:
+                   https_url: str, store_url: str = "sqlite:///certwright.db") -> str:
     hosts = ", ".join(hostnames)
     return f"""\
 # certwright configuration. Every key is checked on load; a typo is an error.
@@ -84,7 +84,7 @@ server:
 
 store:
   # A path relative to this directory, or postgresql://user@host/db for replicas.
-  url: sqlite:///certwright.db
+  url: {store_url}
 
 issuance:
   lint: false                  # pkilint every certificate before signing (needs pkilint)
@@ -151,6 +151,7 @@ def init(
     hostnames: list[str] | None = None,
     http: str = "127.0.0.1:8080",
     https: str = "127.0.0.1:8443",
+    store_url: str = "sqlite:///certwright.db",
     clock: Clock | None = None,
 ) -> Layout:
     """Create a CA in ``path``. Refuses, changing nothing, if one is already there.
@@ -173,7 +174,7 @@ def init(
     https_port = https.rpartition(":")[2]
     https_url = f"https://{https_host}:{https_port}"
     config_text = default_config(hostnames=hostnames, http=http, https=https,
-                                 http_url=http_url, https_url=https_url)
+                                 http_url=http_url, https_url=https_url, store_url=store_url)
     config = parse_config_text(config_text, "(default configuration)")
 
     created = not path.exists()

@@ -278,7 +278,8 @@ def _model_at(root: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
         if expect_key:
             expect_key = False
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) else None
+        fields: dict[str, Any] = getattr(model, "model_fields", {})
+        field = fields.get(part)
         if field is None:
             return None
         ann = field.annotation

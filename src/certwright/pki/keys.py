@@ -33,7 +33,7 @@ CURVES: dict[str, type[ec.EllipticCurve]] = {
     "P-384": ec.SECP384R1,
     "P-521": ec.SECP521R1,
 }
-_CURVE_NAMES = {cls.name: name for name, cls in CURVES.items()}
+_CURVE_NAMES: dict[str, str] = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 # RFC 8017 keys below 2048 bits are broken in practice (NIST SP 800-131A, CA/B BR 6.1.5).
 RSA_FLOOR_BITS = 2048
@@ -51,7 +51,7 @@ class KeyDescription:
             return f"RSA {self.bits}"
         if self.algorithm is KeyAlgorithm.ECDSA:
             return f"ECDSA {self.curve}"
-        return self.algorithm.value.capitalize()
+        return str(self.algorithm.value).capitalize()
 
 
 def describe(key: object) -> KeyDescription:
@@ -112,8 +112,11 @@ def generate_ca_key(kind: str) -> CertificateIssuerPrivateKeyTypes:
     raise ValueError(f"unknown CA key type {kind!r}: choose one of {', '.join(CA_KEY_TYPES)}")
 
 
+SignatureHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
+
+
 def signature_hash(key: CertificateIssuerPrivateKeyTypes | CertificatePublicKeyTypes) -> (
-    hashes.HashAlgorithm | None
+    SignatureHash | None
 ):
     """The hash to sign with for a CA key: matched to the key's strength (BR 7.1.3.2)."""
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from certwright.errors import CertwrightError, ErrorKind, config_error, not_found
 from certwright.store import audit, schema
-from certwright.store.audit import AuditRecord
+from certwright.store.audit import AuditRecord, Break
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -278,7 +278,7 @@ class Store:
                                ).first()
         return (row.seq, row.hash) if row else None
 
-    def verify_audit(self) -> tuple[int, audit.Break | None]:
+    def verify_audit(self) -> tuple[int, Break | None]:
         return audit.verify(self.iter_audit(), self.audit_head())
 
     # -- certificates -------------------------------------------------------------------

@@ -1,0 +1,38 @@
+# Two commands on a fresh machine (Python 3.11+ with venv, and make):
+#   make serve   run the server on its embedded defaults (a CA is created in ./var)
+#   make test    run the whole test suite, with ruff and mypy --strict
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= var
+
+.PHONY: serve test lint typecheck unit bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "certwright needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || \
+	  { echo "could not create $(VENV): install the venv module (Debian: apt-get install python3-venv)"; exit 1; }
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+serve: $(VENV)/.installed
+	$(BIN)/certwright serve --data $(DATA) --init
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy src
+
+test: lint typecheck
+	$(BIN)/pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/issuance.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

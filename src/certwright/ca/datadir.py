@@ -133,6 +133,7 @@ profiles:
       dns: ["*.devices.internal"]
       uri: ["urn:dev:"]
       keep_cn: true
+      cn_as_san: true            # many SCEP devices send only a CN
     validity: {{default: 365d, max: 397d}}
     key_usage: [digital_signature, key_encipherment]
     extended_key_usage: [client_auth]

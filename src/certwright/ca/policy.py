@@ -102,8 +102,9 @@ def check(config: Config, request: EnrollmentRequest, now: dt.datetime) -> Issue
     key = check_key(profile, request.csr.public_key())
     names = csrlib.requested_names(request.csr)
     cn = common_name(request.csr.subject)
-    if cn is not None and not names:
-        # A CN alone is a name too: RFC 6125 clients ignore it, so it moves to the SAN.
+    if cn is not None and not names and profile.names.cn_as_san:
+        # RFC 6125 clients ignore the CN, so where a profile accepts a CN-only request
+        # the CN moves into the SAN.
         names = _cn_as_name(cn)
     check_names(profile, names)
     kept_cn = None

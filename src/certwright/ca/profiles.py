@@ -127,6 +127,9 @@ class NameRules(Strict):
     uri: tuple[str, ...] = ()  # prefixes, e.g. "spiffe://example.internal/"
     email: tuple[str, ...] = ()  # domains ("example.internal") or "*" for any
     keep_cn: bool = True
+    # A CSR with a CN but no subjectAltName: refuse it (False), or take the CN as the one
+    # name (True; some SCEP devices can put nothing else in a request).
+    cn_as_san: bool = False
     max_names: int = Field(default=100, ge=1, le=1000)
 
     @field_validator("dns")

@@ -1,0 +1,68 @@
+"""The configuration file: every mistake is named with file, key and what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from certwright.ca.profiles import parse_config_text, parse_duration
+from certwright.errors import CertwrightError, ErrorKind
+
+BASE = "profiles:\n  p:\n    names: {dns: ['*.internal']}\ndefault_profile: p\n"
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(CertwrightError) as e:
+        parse_config_text(text, "/etc/cw.yaml")
+    assert e.value.kind is ErrorKind.CONFIG
+    return str(e.value)
+
+
+def test_ok_minimal() -> None:
+    cfg = parse_config_text(BASE, "x")
+    assert cfg.profile("p").names.dns == ("*.internal",)
+
+
+@pytest.mark.parametrize(
+    ("case", "text", "expected"),
+    [
+        ("fail/typo-top", BASE + "servr: {}\n", "/etc/cw.yaml: servr: unknown key (did you mean 'server'?)"),
+        ("fail/typo-nested", "profiles:\n  p:\n    names: {wildcard: true}\ndefault_profile: p\n",
+         "profiles.p.names.wildcard: unknown key (did you mean 'wildcards'?)"),
+        ("fail/wrong-type", "profiles:\n  p:\n    names: {wildcards: maybe}\ndefault_profile: p\n",
+         "profiles.p.names.wildcards: Input should be a valid boolean"),
+        ("fail/rsa-floor", "profiles:\n  p:\n    keys: {rsa_min_bits: 1024}\ndefault_profile: p\n",
+         "profiles.p.keys.rsa_min_bits: must be at least 2048"),
+        ("fail/bad-curve", "profiles:\n  p:\n    keys: {ecdsa_curves: [P-192]}\ndefault_profile: p\n",
+         "profiles.p.keys.ecdsa_curves.0"),
+        ("fail/bad-duration", "profiles:\n  p:\n    validity: {max: forever}\ndefault_profile: p\n",
+         "profiles.p.validity.max: 'forever' is not a duration"),
+        ("fail/default-over-max", "profiles:\n  p:\n    validity: {max: 10d, default: 20d}\n"
+         "default_profile: p\n", "default (20d) is longer than max (10d)"),
+        ("fail/bad-network", "profiles:\n  p:\n    names: {ip: [10.0.0.1/8]}\ndefault_profile: p\n",
+         "profiles.p.names.ip: not an IP network: 10.0.0.1/8 has host bits set"),
+        ("fail/bad-approval", "profiles:\n  p:\n    approval: sometimes\ndefault_profile: p\n",
+         "profiles.p.approval"),
+        ("fail/unknown-protocol", "profiles:\n  p:\n    protocols: [gopher]\ndefault_profile: p\n",
+         "profiles.p.protocols.0"),
+        ("fail/no-profiles", "profiles: {}\n", "profiles: at least one profile is required"),
+        ("fail/default-missing", BASE.replace("default_profile: p", "default_profile: q"),
+         "default_profile 'q' is not one of the profiles"),
+        ("fail/not-yaml", "profiles: [\n", "is not valid YAML"),
+        ("fail/not-mapping", "- a\n", "expected a mapping"),
+        ("fail/bad-eku", "profiles:\n  p:\n    extended_key_usage: [server]\ndefault_profile: p\n",
+         "profiles.p.extended_key_usage.0"),
+        ("fail/bad-oid", "profiles:\n  p:\n    policies: [dv]\ndefault_profile: p\n",
+         "'dv' is not an object identifier"),
+        ("fail/bad-url", BASE + "server: {http_url: 'ftp://x'}\n", "server.http_url"),
+    ],
+)
+def test_fail_config(case: str, text: str, expected: str) -> None:
+    message = error_of(text)
+    assert expected in message, (case, message)
+    assert message.startswith("/etc/cw.yaml"), message
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90d", 7776000), ("12h", 43200), ("30m", 1800),
+                                               ("2w", 1209600), (3600, 3600)])
+def test_ok_durations(text: object, seconds: int) -> None:
+    assert parse_duration(text).total_seconds() == seconds

@@ -50,6 +50,12 @@ class Group(click.Group):
             return super().invoke(ctx)
         except CertwrightError as e:
             fail(str(e), 2 if e.kind is ErrorKind.CONFIG else EXIT_ERROR)
+        except BrokenPipeError:
+            # The reader went away (`certwright certs list | head`): stop quietly, as
+            # Unix tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
         except OSError as e:
             fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):

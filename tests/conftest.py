@@ -25,6 +25,8 @@ from certwright.ca.service import CertificateAuthority
 from certwright.clock import FakeClock
 from certwright.store.repo import Store
 
+pytest_plugins = ["tests.pg"]
+
 REQUIRE_PEERS = os.environ.get("CERTWRIGHT_REQUIRE_PEERS") == "1"
 
 

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from certwright.errors import CertwrightError, ErrorKind, config_error, not_found
@@ -27,6 +29,13 @@ from certwright.store import audit, schema
 from certwright.store.audit import AuditRecord, Break
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATE_LOCK = threading.Lock()
+_MIGRATE_LOCK_KEY = 7300171  # pg_advisory_xact_lock key: "certwright schema migration"
+_HEAD_ROW_LOCK = (sa.select(schema.audit_head.c.id).where(schema.audit_head.c.id == 1)
+                  .with_for_update())
+_HEAD_ROW_SEED = (postgresql.insert(schema.audit_head)
+                  .values(id=1, seq=0, hash=audit.GENESIS)
+                  .on_conflict_do_nothing(index_elements=[schema.audit_head.c.id]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +130,18 @@ def _audit(row: Any) -> AuditRecord:
                        hash=row.hash)
 
 
+# The issuance path's statements, built once: SQLAlchemy then finds their compiled form
+# in its cache without walking literal values into a cache key on every call (values are
+# passed as parameters).
+_AUDIT_HEAD_LOCK = (sa.select(schema.audit_head.c.seq, schema.audit_head.c.hash)
+                    .where(schema.audit_head.c.id == 1).with_for_update())
+_AUDIT_INSERT = schema.audit_log.insert()
+_AUDIT_HEAD_UPDATE = schema.audit_head.update().where(schema.audit_head.c.id == 1)
+_AUDIT_HEAD_INSERT = schema.audit_head.insert()
+_CERT_INSERT = schema.certificates.insert()
+_CERT_FIELDS = dataclasses.fields(CertificateRecord)
+
+
 def make_engine(url: str, data_dir: Path | None = None) -> Engine:
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         rel = url[len("sqlite:///"):]
@@ -181,18 +202,20 @@ class Store:
         return cfg
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration (idempotent)."""
-        with self.engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                # Replicas starting together: one migrates, the others wait.
-                conn.exec_driver_sql("SELECT pg_advisory_lock(7300171)")
-            try:
-                command.upgrade(self._alembic(conn), "head")
-                conn.commit()
-            finally:
+        """Bring the schema to the newest migration (idempotent), in one transaction.
+
+        Several processes may migrate one database at once (replicas starting together):
+        the transaction takes the write lock first (``BEGIN IMMEDIATE`` on SQLite, a
+        transaction-scoped advisory lock on PostgreSQL), so one migrates and the others
+        then find the schema current. Within one process, alembic keeps its running
+        migration in module globals, so migrations are serialized by a lock as well.
+        """
+        with _MIGRATE_LOCK, self.engine.connect() as conn:
+            conn = conn.execution_options(certwright_write=True)
+            with conn.begin():
                 if conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql("SELECT pg_advisory_unlock(7300171)")
-                    conn.commit()
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATE_LOCK_KEY})")
+                command.upgrade(self._alembic(conn), "head")
 
     def schema_is_current(self) -> bool:
         with self.engine.connect() as conn:
@@ -208,7 +231,24 @@ class Store:
         with self.engine.connect() as conn:
             conn = conn.execution_options(certwright_write=True)
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    self._lock_audit_head(conn)
                 yield conn
+
+    def _lock_audit_head(self, conn: Connection) -> None:
+        """Take PostgreSQL's write lock: the audit head row, before anything else.
+
+        Every write transaction takes this one lock first, so writers queue in one
+        order: no deadlock between, say, a rejection that would lock the request row
+        before the head and an approval that would lock them the other way round, and
+        under READ COMMITTED each statement after the lock sees every earlier writer's
+        commit. The row is seeded by migration 0002; a store that lacks it gets it here,
+        race-free: a concurrent INSERT ... ON CONFLICT DO NOTHING waits for the first
+        inserter's commit instead of both starting the chain at seq 1.
+        """
+        if conn.execute(_HEAD_ROW_LOCK).first() is None:
+            conn.execute(_HEAD_ROW_SEED)
+            conn.execute(_HEAD_ROW_LOCK).one()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -228,28 +268,18 @@ class Store:
         at: dt.datetime,
     ) -> AuditRecord:
         """Append one record to the chain inside the caller's write transaction."""
-        head = conn.execute(
-            sa.select(schema.audit_head.c.seq, schema.audit_head.c.hash)
-            .where(schema.audit_head.c.id == 1)
-            .with_for_update()
-        ).first()
+        head = conn.execute(_AUDIT_HEAD_LOCK).first()
         seq, prev = (head.seq + 1, head.hash) if head else (1, audit.GENESIS)
         at = at.astimezone(dt.UTC).replace(microsecond=0)
         text = audit.canonical_json(data)
         h = audit.link_hash(seq, at, event, actor, subject, text, prev)
-        conn.execute(
-            schema.audit_log.insert().values(
-                seq=seq, at=at, event=event, actor=actor, subject=subject, data=text,
-                prev_hash=prev, hash=h,
-            )
-        )
+        conn.execute(_AUDIT_INSERT, {"seq": seq, "at": at, "event": event, "actor": actor,
+                                     "subject": subject, "data": text, "prev_hash": prev,
+                                     "hash": h})
         if head:
-            conn.execute(
-                schema.audit_head.update().where(schema.audit_head.c.id == 1)
-                .values(seq=seq, hash=h)
-            )
+            conn.execute(_AUDIT_HEAD_UPDATE, {"seq": seq, "hash": h})
         else:
-            conn.execute(schema.audit_head.insert().values(id=1, seq=seq, hash=h))
+            conn.execute(_AUDIT_HEAD_INSERT, {"id": 1, "seq": seq, "hash": h})
         return AuditRecord(seq, at, event, actor, subject, text, prev, h)
 
     def audit(self, event: str, *, actor: str, subject: str, data: dict[str, Any],
@@ -279,14 +309,33 @@ class Store:
         return (row.seq, row.hash) if row else None
 
     def verify_audit(self) -> tuple[int, Break | None]:
-        return audit.verify(self.iter_audit(), self.audit_head())
+        """Walk the whole chain and compare it with the head, both from one snapshot.
+
+        Read separately, a record appended between reading the head and reading the
+        records looks exactly like tampering ("the head does not match the last
+        record"), so a verifier beside a live server raised false alarms. SQLite keeps
+        one snapshot for a read transaction; PostgreSQL needs REPEATABLE READ for that.
+        """
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                head = conn.execute(sa.select(schema.audit_head.c.seq, schema.audit_head.c.hash)
+                                    .where(schema.audit_head.c.id == 1)).first()
+                rows = conn.execute(sa.select(schema.audit_log).order_by(schema.audit_log.c.seq)
+                                    .execution_options(yield_per=5000))
+                try:
+                    return audit.verify((_audit(r) for r in rows),
+                                        (head.seq, head.hash) if head else None)
+                finally:
+                    rows.close()  # verify stops at the first break; free the cursor
 
     # -- certificates -------------------------------------------------------------------
 
     def insert_certificate(self, conn: Connection, rec: CertificateRecord) -> None:
-        values = dataclasses.asdict(rec)
+        values = {f.name: getattr(rec, f.name) for f in _CERT_FIELDS}  # shallow: no deepcopy
         values["names"] = json.dumps(list(rec.names))
-        conn.execute(schema.certificates.insert().values(**values))
+        conn.execute(_CERT_INSERT, values)
 
     def certificate(self, serial: str) -> CertificateRecord:
         with self.read() as conn:

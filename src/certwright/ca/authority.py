@@ -131,6 +131,21 @@ class Authority:
         self._issuer_name = ca.subject
         self._ca_not_after = ca.not_valid_after_utc
         self._lint_key: Any = None
+        # Extensions that are the same in every certificate, built once (x509 extension
+        # values are immutable); the EKU and policies ones once per profile setting.
+        self._basic_constraints = x509.BasicConstraints(ca=False, path_length=None)
+        self._aia = x509.AuthorityInformationAccess([
+            x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
+                                   x509.UniformResourceIdentifier(urls.ocsp)),
+            x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+                                   x509.UniformResourceIdentifier(urls.ca_issuers)),
+        ])
+        self._crldp = x509.CRLDistributionPoints([
+            x509.DistributionPoint(full_name=[x509.UniformResourceIdentifier(urls.crl)],
+                                   relative_name=None, reasons=None, crl_issuer=None)
+        ])
+        self._ekus: dict[tuple[str, ...], x509.ExtendedKeyUsage] = {}
+        self._policies: dict[tuple[str, ...], x509.CertificatePolicies] = {}
 
     # -- preparation --------------------------------------------------------------------
 
@@ -188,6 +203,20 @@ class Authority:
 
     # -- signing ------------------------------------------------------------------------
 
+    def _eku(self, names: tuple[str, ...]) -> x509.ExtendedKeyUsage:
+        ext = self._ekus.get(names)
+        if ext is None:
+            ext = self._ekus[names] = x509.ExtendedKeyUsage([EKU_OIDS[e] for e in names])
+        return ext
+
+    def _certificate_policies(self, oids: tuple[str, ...]) -> x509.CertificatePolicies:
+        ext = self._policies.get(oids)
+        if ext is None:
+            ext = self._policies[oids] = x509.CertificatePolicies([
+                x509.PolicyInformation(x509.ObjectIdentifier(p), None) for p in oids
+            ])
+        return ext
+
     def _builder(self, t: Template) -> x509.CertificateBuilder:
         ku = t.key_usage
         b = (
@@ -198,7 +227,7 @@ class Authority:
             .public_key(t.public_key)
             .not_valid_before(t.not_before)
             .not_valid_after(t.not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(self._basic_constraints, critical=True)
             .add_extension(
                 x509.KeyUsage(
                     digital_signature="digital_signature" in ku,
@@ -213,10 +242,7 @@ class Authority:
                 ),
                 critical=True,
             )
-            .add_extension(
-                x509.ExtendedKeyUsage([EKU_OIDS[e] for e in t.extended_key_usage]),
-                critical=False,
-            )
+            .add_extension(self._eku(t.extended_key_usage), critical=False)
             # RFC 5280 4.2.1.6: with an empty subject the SAN extension MUST be critical.
             .add_extension(
                 x509.SubjectAlternativeName(t.names.general_names()),
@@ -225,32 +251,11 @@ class Authority:
             .add_extension(self._aki, critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(t.public_key),
                            critical=False)
-            .add_extension(
-                x509.AuthorityInformationAccess([
-                    x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
-                                           x509.UniformResourceIdentifier(self.urls.ocsp)),
-                    x509.AccessDescription(
-                        x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
-                        x509.UniformResourceIdentifier(self.urls.ca_issuers)),
-                ]),
-                critical=False,
-            )
-            .add_extension(
-                x509.CRLDistributionPoints([
-                    x509.DistributionPoint(
-                        full_name=[x509.UniformResourceIdentifier(self.urls.crl)],
-                        relative_name=None, reasons=None, crl_issuer=None)
-                ]),
-                critical=False,
-            )
+            .add_extension(self._aia, critical=False)
+            .add_extension(self._crldp, critical=False)
         )
         if t.policies:
-            b = b.add_extension(
-                x509.CertificatePolicies([
-                    x509.PolicyInformation(x509.ObjectIdentifier(p), None) for p in t.policies
-                ]),
-                critical=False,
-            )
+            b = b.add_extension(self._certificate_policies(t.policies), critical=False)
         return b
 
     def _lint(self, t: Template, builder: x509.CertificateBuilder) -> None:

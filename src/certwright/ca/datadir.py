@@ -265,27 +265,31 @@ def open_ca(path: Path, *, clock: Clock | None = None, migrate: bool = False) ->
         raise config_error(f"{layout.ca_dir / 'issuing.key'}: cannot load: {e}") from None
     signer = SoftwareSigner(key, issuing)
     store = Store.open(config.store.url, path)
-    if migrate:
-        store.migrate()
-    elif not store.schema_is_current():
-        store.close()
-        raise config_error("the store's schema is not current: run `certwright db upgrade`")
-    with store.write() as conn:
-        _record_config(store, conn, text, clock)
-    iid = hierarchy.issuer_id(issuing)
-    base = config.server.http_url
-    urls = Urls(ca_issuers=f"{base}/ca/{iid}.der", crl=f"{base}/crl/{iid}.crl",
-                ocsp=f"{base}/ocsp")
-    authority = Authority(signer=signer, issuer_id=iid, urls=urls, store=store, clock=clock,
-                          lint_before_signing=config.issuance.lint)
-    crl = CrlPublisher(signer=signer, issuer_id=iid, crl_url=urls.crl, store=store,
-                       clock=clock, validity=config.issuance.crl_validity,
-                       refresh_before=config.issuance.crl_refresh_before)
-    responder = OcspResponder(signer=signer, issuer_id=iid, store=store, clock=clock,
-                              validity=config.issuance.ocsp_validity)
+    try:
+        if migrate:
+            store.migrate()
+        elif not store.schema_is_current():
+            raise config_error("the store's schema is not current: run `certwright db upgrade`")
+        with store.write() as conn:
+            _record_config(store, conn, text, clock)
+        iid = hierarchy.issuer_id(issuing)
+        base = config.server.http_url
+        urls = Urls(ca_issuers=f"{base}/ca/{iid}.der", crl=f"{base}/crl/{iid}.crl",
+                    ocsp=f"{base}/ocsp")
+        authority = Authority(signer=signer, issuer_id=iid, urls=urls, store=store,
+                              clock=clock, lint_before_signing=config.issuance.lint)
+        crl = CrlPublisher(signer=signer, issuer_id=iid, crl_url=urls.crl, store=store,
+                           clock=clock, validity=config.issuance.crl_validity,
+                           refresh_before=config.issuance.crl_refresh_before)
+        responder = OcspResponder(signer=signer, issuer_id=iid, store=store, clock=clock,
+                                  validity=config.issuance.ocsp_validity)
+        root = _load_cert(layout.ca_dir / "root.pem")
+    except BaseException:
+        store.close()  # a CA that failed to open leaves no connection pool behind
+        raise
     return CertificateAuthority(config=config, store=store, authority=authority, crl=crl,
-                                ocsp=responder, chain=(issuing,), clock=clock,
-                                root=_load_cert(layout.ca_dir / "root.pem"), layout=layout)
+                                ocsp=responder, chain=(issuing,), clock=clock, root=root,
+                                layout=layout)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any
 
 # Findings a private CA expects from the CA/B server-auth linter: internal names and
@@ -19,6 +20,15 @@ PRIVATE_CA_ALLOWED = frozenset({
     "cabf.internal_ip_address",
     "cabf.serverauth.subscriber.certificate_policies_extension_absent",
 })
+
+
+# pkilint checks dNSName syntax with ``validators.domain``, which wants at least two
+# labels. RFC 5280 4.2.1.6 asks for RFC 1034 3.5's preferred name syntax, which a single
+# label ("localhost", the server's default HTTPS name) satisfies; CA/B's objection to
+# such internal names is cabf.internal_domain_name, allowed above. Only that case of the
+# finding is dropped: any other syntax error in a name still fails.
+_SINGLE_LABEL_FINDING = re.compile(
+    r'Invalid domain name syntax: "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +81,9 @@ def _findings(linter: str, results: Any, threshold: Any) -> list[Finding]:
     out = []
     for result in results:
         for fd in result.finding_descriptions:
+            if fd.finding.code == "pkix.invalid_domain_name_syntax" and (
+                    _SINGLE_LABEL_FINDING.fullmatch(fd.message or "")):
+                continue
             if fd.finding.severity <= threshold:
                 out.append(Finding(linter, fd.finding.code, fd.finding.severity.name,
                                    fd.message))

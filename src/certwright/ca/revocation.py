@@ -13,9 +13,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from certwright.ca.profiles import format_duration
 from certwright.ca.signer import Signer
 from certwright.clock import Clock
-from certwright.errors import CertwrightError, ErrorKind
+from certwright.errors import CertwrightError, ErrorKind, config_error
 from certwright.store.repo import Store, StoredCrl, format_serial
 
 
@@ -49,6 +50,12 @@ class Reason(enum.Enum):
 class CrlPublisher:
     def __init__(self, *, signer: Signer, issuer_id: str, crl_url: str, store: Store,
                  clock: Clock, validity: dt.timedelta, refresh_before: dt.timedelta) -> None:
+        if refresh_before >= validity:
+            # Every CRL would be stale the moment it is signed: each fetch would sign
+            # another one (and take the store's write lock to do it).
+            raise config_error(
+                f"issuance.crl_refresh_before ({format_duration(refresh_before)}) must be "
+                f"shorter than issuance.crl_validity ({format_duration(validity)})")
         self.signer = signer
         self.issuer_id = issuer_id
         self.crl_url = crl_url
@@ -170,18 +177,18 @@ class OcspResponder:
             serial = req.serial_number
             algorithm = req.hash_algorithm
             name_hash, key_hash = req.issuer_name_hash, req.issuer_key_hash
-        except (ValueError, TypeError):
-            return ocsp.OCSPResponseBuilder.build_unsuccessful(
-                ocsp.OCSPResponseStatus.MALFORMED_REQUEST).public_bytes(
-                    serialization.Encoding.DER)
-        except Exception:  # unsupported hash, multiple requests (cryptography refuses them)
-            return ocsp.OCSPResponseBuilder.build_unsuccessful(
-                ocsp.OCSPResponseStatus.MALFORMED_REQUEST).public_bytes(
-                    serialization.Encoding.DER)
+            # Extensions are parsed on first access: a duplicate one raises here, not later.
+            nonces = [e.value for e in req.extensions if isinstance(e.value, x509.OCSPNonce)]
+        except Exception:
+            # Not DER, truncated, more than one request (cryptography refuses those), an
+            # unsupported hash algorithm, duplicate extensions: all malformedRequest.
+            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        if serial < 0:
+            # RFC 5280 4.1.2.2: serial numbers are positive; a negative one names nothing.
+            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
         if (name_hash, key_hash) != self._issuer_hashes(algorithm):
             # RFC 6960 2.3: "unauthorized" when the responder is not authoritative.
-            return ocsp.OCSPResponseBuilder.build_unsuccessful(
-                ocsp.OCSPResponseStatus.UNAUTHORIZED).public_bytes(serialization.Encoding.DER)
+            return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
         now = self.clock.now().replace(microsecond=0)
         record = self.store.find_certificate(format_serial(serial))
         ca = self.signer.certificate
@@ -210,7 +217,12 @@ class OcspResponder:
                     next_update=now + self.validity, revocation_time=None,
                     revocation_reason=None)
         builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, ca)
-        for ext in req.extensions:
-            if isinstance(ext.value, x509.OCSPNonce):
-                builder = builder.add_extension(ext.value, critical=False)
+        for nonce in nonces:
+            # RFC 8954 2.1: the responder includes the request's nonce in the response.
+            builder = builder.add_extension(nonce, critical=False)
         return self.signer.sign_ocsp(builder).public_bytes(serialization.Encoding.DER)
+
+
+def _unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
+    return ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(
+        serialization.Encoding.DER)

@@ -27,7 +27,15 @@ OCSP_CACHE = "public, max-age=3600, no-transform, must-revalidate"
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed."""
+    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed.
+
+    The body is read here, up to the limit, before the application sees the request, and
+    handed on in one message. Stopping a streamed body from inside the application does
+    not work: Starlette's error middleware turns the exception into a 500 and has already
+    answered by the time this middleware could send its 413. The rest of an oversized
+    body is left to the server, which reads and discards it after the response so the
+    connection is closed cleanly (RFC 9112 9.6) or kept for the next request.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -45,27 +53,35 @@ class BodyLimit:
                     await PlainTextResponse("bad Content-Length\n", 400)(scope, receive, send)
                     return
                 if declared > self.limit:
+                    # Not reading: a client that sent "Expect: 100-continue" gets the 413
+                    # instead of "100 Continue" and never sends the body at all.
                     await _too_large(self.limit)(scope, receive, send)
                     return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # http.disconnect: the client is gone; there is no one to answer
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await _too_large(self.limit)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _too_large(self.limit)(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for http.disconnect
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 def _too_large(limit: int) -> Response:

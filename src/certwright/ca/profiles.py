@@ -98,6 +98,23 @@ EkuName = Literal[
 ]
 
 
+ChallengeType = Literal["http-01", "dns-01", "tls-alpn-01"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Networks an internal CA's validation may connect to by default: the private ranges.
+# Loopback is not among them: a profile must name it to allow it.
+PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+
+
+def _networks(v: Any) -> Any:
+    if isinstance(v, list | tuple):
+        try:
+            return tuple(ipaddress.ip_network(str(n), strict=True) for n in v)
+        except ValueError as e:
+            raise ValueError(f"not an IP network: {e}") from None
+    return v
+
+
 class KeyRules(Strict):
     """Which subject keys a profile accepts."""
 
@@ -149,13 +166,8 @@ class NameRules(Strict):
 
     @field_validator("ip", mode="before")
     @classmethod
-    def _networks(cls, v: Any) -> Any:
-        if isinstance(v, list | tuple):
-            try:
-                return tuple(ipaddress.ip_network(str(n), strict=True) for n in v)
-            except ValueError as e:
-                raise ValueError(f"not an IP network: {e}") from None
-        return v
+    def _ip_networks(cls, v: Any) -> Any:
+        return _networks(v)
 
 
 class Validity(Strict):
@@ -178,6 +190,47 @@ class Validity(Strict):
         return self
 
 
+class RateLimits(Strict):
+    window: Duration = dt.timedelta(hours=3)
+    orders_per_account: int = Field(default=300, ge=1)
+    orders_per_profile: int = Field(default=10000, ge=1)
+    pending_authorizations_per_account: int = Field(default=300, ge=1)
+
+
+class AcmeProfile(Strict):
+    """How the ACME front-end serves a profile (its directory is /acme/<profile>/)."""
+
+    eab_required: bool = False
+    terms_of_service: str | None = None
+    website: str | None = None
+    caa_identities: tuple[str, ...] = ()
+    # RFC 8659: refuse names whose CAA records do not name one of caa_identities.
+    check_caa: bool = False
+    challenges: tuple[ChallengeType, ...] = ("http-01", "dns-01", "tls-alpn-01")
+    # Validation connects only to addresses inside these networks (SSRF protection).
+    validation_networks: tuple[IPNetwork, ...] = tuple(
+        ipaddress.ip_network(n) for n in PRIVATE_NETWORKS)
+    order_lifetime: Duration = dt.timedelta(days=7)
+    pending_authorization_lifetime: Duration = dt.timedelta(days=7)
+    # How long a valid authorization is reused for new orders of the same account.
+    authorization_lifetime: Duration = dt.timedelta(days=30)
+    # ARI (RFC 9773): the suggested renewal window, as fractions of the lifetime.
+    renewal_window_start: float = Field(default=2 / 3, gt=0, lt=1)
+    renewal_window_end: float = Field(default=5 / 6, gt=0, lt=1)
+    rate_limits: RateLimits = RateLimits()
+
+    @field_validator("validation_networks", mode="before")
+    @classmethod
+    def _validation_networks(cls, v: Any) -> Any:
+        return _networks(v)
+
+    @model_validator(mode="after")
+    def _window(self) -> AcmeProfile:
+        if self.renewal_window_start >= self.renewal_window_end:
+            raise ValueError("renewal_window_start must be before renewal_window_end")
+        return self
+
+
 class Profile(Strict):
     description: str = ""
     protocols: tuple[Protocol, ...] = (Protocol.CLI,)
@@ -189,6 +242,7 @@ class Profile(Strict):
     extended_key_usage: tuple[EkuName, ...] = ("server_auth",)
     # Certificate policy OIDs to assert, e.g. 2.23.140.1.2.1 (CA/B DV) for a public CA.
     policies: tuple[str, ...] = ()
+    acme: AcmeProfile = AcmeProfile()
 
     @field_validator("policies")
     @classmethod
@@ -223,6 +277,32 @@ class ServerSettings(Strict):
         return v.rstrip("/")
 
 
+class AcmeSettings(Strict):
+    """Server-wide settings of ACME validation (tests point them at a local DNS server)."""
+
+    # host:port of the DNS resolver validation uses; None: the system's resolvers.
+    resolver: str | None = None
+    http01_port: int = Field(default=80, ge=1, le=65535)
+    tlsalpn01_port: int = Field(default=443, ge=1, le=65535)
+    timeout: Duration = dt.timedelta(seconds=10)
+    nonce_lifetime: Duration = dt.timedelta(hours=1)
+    max_redirects: int = Field(default=10, ge=0, le=10)
+
+    @field_validator("resolver")
+    @classmethod
+    def _resolver(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise ValueError(f"{v!r}: give the resolver as IP:PORT") from None
+        if not sep or not port.isdigit():
+            raise ValueError(f"{v!r}: give the resolver as IP:PORT")
+        return v
+
+
 class StoreSettings(Strict):
     # sqlite:///certwright.db is relative to the data directory.
     url: str = "sqlite:///certwright.db"
@@ -241,6 +321,7 @@ class Config(Strict):
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     issuance: IssuanceSettings = IssuanceSettings()
+    acme: AcmeSettings = AcmeSettings()
     default_profile: str = "tls-server"
     profiles: dict[str, Profile]
 

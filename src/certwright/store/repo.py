@@ -235,6 +235,17 @@ class Store:
                     self._lock_audit_head(conn)
                 yield conn
 
+    @contextlib.contextmanager
+    def state_write(self) -> Iterator[Connection]:
+        """A write transaction for protocol state (nonces, orders...) that writes no audit
+        record, so on PostgreSQL it skips the audit lock and does not queue behind
+        issuance. Its statements must resolve races themselves (conditional UPDATEs,
+        unique keys); ``append_audit`` must not be called inside it."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(certwright_write=True)
+            with conn.begin():
+                yield conn
+
     def _lock_audit_head(self, conn: Connection) -> None:
         """Take PostgreSQL's write lock: the audit head row, before anything else.
 

@@ -121,3 +121,85 @@ settings = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+# -- ACME (RFC 8555) protocol state. Owned by certwright.acme; the RA and the Authority
+# never read these. Identifiers are random URL-safe strings.
+
+acme_nonces = sa.Table(
+    "acme_nonces",
+    metadata,
+    sa.Column("value", sa.String(64), primary_key=True),
+    sa.Column("expires_at", UtcDateTime(), nullable=False, index=True),
+)
+
+acme_accounts = sa.Table(
+    "acme_accounts",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("profile", sa.String(64), nullable=False),
+    # RFC 7638 thumbprint of the account key: one account per key and directory.
+    sa.Column("thumbprint", sa.String(64), nullable=False),
+    sa.Column("jwk", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("contact", sa.Text, nullable=False),  # JSON list
+    sa.Column("tos_agreed", sa.Boolean, nullable=False),
+    sa.Column("eab_kid", sa.String(64), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("profile", "thumbprint", name="uq_acme_accounts_profile_thumbprint"),
+)
+
+acme_eab_keys = sa.Table(
+    "acme_eab_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("profile", sa.String(64), nullable=False),
+    # The server must compute the HMAC, so the key itself is kept (not a hash of it).
+    sa.Column("hmac_key", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=True),
+    sa.Column("account_id", sa.String(32), nullable=True),
+)
+
+acme_orders = sa.Table(
+    "acme_orders",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("account_id", sa.String(32), nullable=False, index=True),
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("identifiers", sa.Text, nullable=False),  # JSON [{"type","value"}]
+    sa.Column("authorizations", sa.Text, nullable=False),  # JSON [authz id]
+    sa.Column("not_before", UtcDateTime(), nullable=True),
+    sa.Column("not_after", UtcDateTime(), nullable=True),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),  # JSON problem document
+    sa.Column("serial", sa.String(48), nullable=True),
+    sa.Column("request_id", sa.String(32), nullable=True),  # held for manual approval
+    sa.Column("created_at", UtcDateTime(), nullable=False, index=True),
+)
+
+acme_authorizations = sa.Table(
+    "acme_authorizations",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("account_id", sa.String(32), nullable=False, index=True),
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("identifier_type", sa.String(8), nullable=False),
+    sa.Column("identifier_value", sa.String(255), nullable=False),
+    sa.Column("wildcard", sa.Boolean, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+)
+
+acme_challenges = sa.Table(
+    "acme_challenges",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("authz_id", sa.String(32), nullable=False, index=True),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("token", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("validated_at", UtcDateTime(), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),  # JSON problem document
+)

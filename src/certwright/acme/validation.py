@@ -1,0 +1,342 @@
+"""The validation authority: proves control of identifiers by talking to the network.
+
+This module connects out, so it must not become an SSRF tool. Every address it connects
+to is checked against the profile's ``validation_networks`` (loopback only if a profile
+names it); names are resolved once per hop and the connection is pinned to the checked
+address; redirects are followed at most ``max_redirects`` times, only to http on the
+http-01 port or https on the tls-alpn-01 port; responses are capped in size and time.
+It holds no key and imports nothing that signs (Boulder keeps its VA apart the same way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import ipaddress
+import ssl
+import urllib.parse
+from collections.abc import Sequence
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+import httpx
+from cryptography import x509
+
+from certwright.acme.problems import AcmeProblem
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+MAX_HTTP_BODY = 8 * 1024
+# RFC 8737 3: the acmeIdentifier extension; its value is an OCTET STRING holding the
+# SHA-256 digest of the key authorization.
+ACME_IDENTIFIER_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
+ALPN = "acme-tls/1"
+
+
+def key_authorization_digest(key_authorization: str) -> bytes:
+    return hashlib.sha256(key_authorization.encode()).digest()
+
+
+def dns01_value(key_authorization: str) -> str:
+    """RFC 8555 8.4: base64url(SHA-256(key authorization)), no padding."""
+    return base64.urlsafe_b64encode(key_authorization_digest(key_authorization)).rstrip(
+        b"=").decode()
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    resolver: str | None  # "ip:port", or None for the system resolver
+    http01_port: int
+    tlsalpn01_port: int
+    timeout: float
+    max_redirects: int
+
+
+def _problem(type_: str, detail: str) -> AcmeProblem:
+    return AcmeProblem(type_, detail, 400 if type_ != "unauthorized" else 403)
+
+
+class Validator:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        if settings.resolver:
+            host, _, port = settings.resolver.rpartition(":")
+            r = dns.asyncresolver.Resolver(configure=False)
+            r.nameservers = [host.strip("[]")]
+            r.port = int(port)
+        else:
+            r = dns.asyncresolver.Resolver()
+        r.lifetime = settings.timeout
+        r.timeout = settings.timeout
+        self.resolver = r
+
+    # -- DNS ----------------------------------------------------------------------------
+
+    async def _query(self, name: str, rdtype: str) -> list[str] | None:
+        """Record texts; None for NXDOMAIN/no answer; AcmeProblem(dns) on failure."""
+        try:
+            answer = await self.resolver.resolve(name, rdtype, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            return None
+        except (dns.exception.Timeout, dns.resolver.NoNameservers) as e:
+            raise _problem("dns", f"DNS lookup of {rdtype} {name} failed: "
+                                  f"{type(e).__name__}") from None
+        except dns.exception.DNSException as e:
+            raise _problem("dns", f"DNS lookup of {rdtype} {name} failed: "
+                                  f"{type(e).__name__}") from None
+        if answer.rrset is None:
+            return None
+        return [r.to_text() for r in answer.rrset]
+
+    async def resolve(self, name: str) -> list[IPAddress]:
+        addrs: list[IPAddress] = []
+        for rdtype in ("A", "AAAA"):
+            for text in await self._query(name, rdtype) or []:
+                addrs.append(ipaddress.ip_address(text))
+        if not addrs:
+            raise _problem("dns", f"no A or AAAA record for {name}")
+        return addrs
+
+    def _allowed(self, addrs: Sequence[IPAddress], networks: Sequence[IPNetwork],
+                 what: str) -> list[IPAddress]:
+        ok = [a for a in addrs if any(a.version == n.version and a in n for n in networks)]
+        if not ok:
+            shown = ", ".join(str(a) for a in addrs)
+            raise _problem("connection", f"{what} resolves to {shown}, outside the networks "
+                                         "this CA may connect to for validation")
+        return ok
+
+    async def _targets(self, host: str, networks: Sequence[IPNetwork]) -> list[IPAddress]:
+        try:
+            return self._allowed([ipaddress.ip_address(host.strip("[]"))], networks, host)
+        except ValueError:
+            return self._allowed(await self.resolve(host), networks, host)
+
+    # -- http-01 (RFC 8555 8.3) ---------------------------------------------------------
+
+    async def http01(self, host: str, token: str, key_authorization: str,
+                     networks: Sequence[IPNetwork]) -> None:
+        url = (f"http://{_url_host(host)}:{self.settings.http01_port}"
+               f"/.well-known/acme-challenge/{token}")
+        timeout = httpx.Timeout(self.settings.timeout)
+        async with asyncio.timeout(self.settings.timeout * 2):
+            for hop in range(self.settings.max_redirects + 1):
+                body, location = await self._fetch(url, networks, timeout)
+                if location is None:
+                    if body.strip() != key_authorization.encode():
+                        shown = body[:100].decode("utf-8", "replace")
+                        raise _problem("incorrectResponse",
+                                       f"the key authorization at {url} is {shown!r}, "
+                                       "not the expected one")
+                    return
+                url = self._redirect(url, location)
+                if hop == self.settings.max_redirects:
+                    break
+        raise _problem("connection", f"more than {self.settings.max_redirects} redirects")
+
+    def _redirect(self, current: str, location: str) -> str:
+        target = urllib.parse.urljoin(current, location)
+        parts = urllib.parse.urlsplit(target)
+        allowed = {"http": self.settings.http01_port, "https": self.settings.tlsalpn01_port}
+        if parts.scheme not in allowed:
+            raise _problem("connection", f"redirect to {parts.scheme!r} URL refused: "
+                                         "only http and https")
+        port = parts.port or (80 if parts.scheme == "http" else 443)
+        if port != allowed[parts.scheme]:
+            raise _problem("connection", f"redirect to port {port} refused: only "
+                                         f"{allowed['http']} (http) and {allowed['https']} "
+                                         "(https)")
+        if not parts.hostname:
+            raise _problem("connection", "redirect without a host")
+        return target
+
+    async def _fetch(self, url: str, networks: Sequence[IPNetwork],
+                     timeout: httpx.Timeout) -> tuple[bytes, str | None]:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (80 if parts.scheme == "http" else 443)
+        addrs = await self._targets(host, networks)
+        last: AcmeProblem | None = None
+        for addr in addrs:
+            pinned = urllib.parse.urlunsplit(
+                (parts.scheme, f"{_url_host(str(addr))}:{port}", parts.path or "/",
+                 parts.query, ""))
+            host_header = host if port in (80, 443) else f"{_url_host(host)}:{port}"
+            extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+            try:
+                # RFC 8555 8.3: the CA does not check the certificate of an https
+                # redirect target; trust_env=False keeps proxies out of it.
+                async with httpx.AsyncClient(verify=False, trust_env=False,  # noqa: S501
+                                             timeout=timeout,
+                                             follow_redirects=False) as client:
+                    req = client.build_request("GET", pinned, headers={
+                        "Host": host_header, "User-Agent": "certwright-validation",
+                        "Accept": "*/*"}, extensions=extensions)
+                    resp = await client.send(req, stream=True)
+                    try:
+                        if resp.is_redirect:
+                            return b"", resp.headers.get("location", "")
+                        if resp.status_code != 200:
+                            raise _problem("unauthorized",
+                                           f"{url} answered HTTP {resp.status_code}")
+                        body = b""
+                        async for chunk in resp.aiter_bytes():
+                            body += chunk
+                            if len(body) > MAX_HTTP_BODY:
+                                raise _problem("unauthorized",
+                                               f"{url} answered more than {MAX_HTTP_BODY} bytes")
+                        return body, None
+                    finally:
+                        await resp.aclose()
+            except httpx.TimeoutException:
+                last = _problem("connection", f"timeout fetching {url} from {addr}")
+            except httpx.HTTPError as e:
+                last = _problem("connection", f"fetching {url} from {addr} failed: "
+                                              f"{type(e).__name__}")
+        assert last is not None
+        raise last
+
+    # -- dns-01 (RFC 8555 8.4) ----------------------------------------------------------
+
+    async def dns01(self, name: str, key_authorization: str) -> None:
+        qname = "_acme-challenge." + name.removeprefix("*.")
+        texts = await self._query(qname, "TXT")
+        if not texts:
+            raise _problem("dns", f"no TXT record at {qname}")
+        expected = dns01_value(key_authorization)
+        found = ["".join(part.strip('"') for part in t.split('" "')) for t in texts]
+        if expected not in found:
+            raise _problem("incorrectResponse",
+                           f"the TXT records at {qname} do not hold the expected value")
+
+    # -- tls-alpn-01 (RFC 8737; RFC 8738 6 for IP addresses) ------------------------------
+
+    async def tlsalpn01(self, identifier_type: str, value: str, key_authorization: str,
+                        networks: Sequence[IPNetwork]) -> None:
+        if identifier_type == "ip":
+            addr = ipaddress.ip_address(value)
+            sni = dns.reversename.from_address(str(addr)).to_text(omit_final_dot=True)
+            targets = self._allowed([addr], networks, value)
+        else:
+            sni = value
+            targets = await self._targets(value, networks)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # the challenge certificate is self-signed
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_alpn_protocols([ALPN])
+        last: AcmeProblem | None = None
+        for addr in targets:
+            try:
+                async with asyncio.timeout(self.settings.timeout):
+                    _reader, writer = await asyncio.open_connection(
+                        str(addr), self.settings.tlsalpn01_port, ssl=ctx, server_hostname=sni)
+                try:
+                    obj = writer.get_extra_info("ssl_object")
+                    alpn = obj.selected_alpn_protocol() if obj else None
+                    der = obj.getpeercert(binary_form=True) if obj else None
+                finally:
+                    writer.close()
+                    with contextlib.suppress(OSError, ssl.SSLError):
+                        await writer.wait_closed()
+            except TimeoutError:
+                last = _problem("connection", f"timeout connecting to {addr} for tls-alpn-01")
+                continue
+            except (OSError, ssl.SSLError) as e:
+                last = _problem("tls" if isinstance(e, ssl.SSLError) else "connection",
+                                f"TLS connection to {addr}:{self.settings.tlsalpn01_port} "
+                                f"failed: {type(e).__name__}")
+                continue
+            if alpn != ALPN:
+                raise _problem("tls", f"the server did not negotiate ALPN {ALPN}")
+            if not der:
+                raise _problem("tls", "the server presented no certificate")
+            self._check_alpn_certificate(der, identifier_type, value, key_authorization)
+            return
+        assert last is not None
+        raise last
+
+    @staticmethod
+    def _check_alpn_certificate(der: bytes, identifier_type: str, value: str,
+                                key_authorization: str) -> None:
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            ext = cert.extensions.get_extension_for_oid(ACME_IDENTIFIER_OID)
+        except (ValueError, x509.ExtensionNotFound):
+            raise _problem("unauthorized", "the tls-alpn-01 certificate lacks the "
+                                           "subjectAltName or acmeIdentifier extension") from None
+        names = list(san)
+        if identifier_type == "ip":
+            ok = names == [x509.IPAddress(ipaddress.ip_address(value))]
+        else:
+            ok = len(names) == 1 and isinstance(names[0], x509.DNSName) and \
+                names[0].value.lower() == value.lower()
+        if not ok:
+            raise _problem("unauthorized", "the tls-alpn-01 certificate must name exactly "
+                                           f"{value} in its subjectAltName")
+        if not ext.critical:
+            raise _problem("unauthorized", "the acmeIdentifier extension must be critical")
+        raw = ext.value.value if isinstance(ext.value, x509.UnrecognizedExtension) else b""
+        expected = b"\x04\x20" + key_authorization_digest(key_authorization)
+        if raw != expected:
+            raise _problem("unauthorized", "the acmeIdentifier extension does not hold the "
+                                           "expected key authorization digest")
+
+    # -- CAA (RFC 8659) -----------------------------------------------------------------
+
+    async def check_caa(self, name: str, wildcard: bool, identities: Sequence[str]) -> None:
+        """Climb from the name towards the root; the first CAA record set found decides."""
+        labels = name.removeprefix("*.").rstrip(".").split(".")
+        for i in range(len(labels) - 1):
+            domain = ".".join(labels[i:])
+            records = await self._query(domain, "CAA")
+            if not records:
+                continue
+            props = [_parse_caa(r) for r in records]
+            tag = "issuewild" if wildcard and any(t == "issuewild" for _, t, _ in props) \
+                else "issue"
+            relevant = [v for _, t, v in props if t == tag]
+            if not relevant:
+                return  # only iodef or unknown non-critical tags: no restriction
+            for v in relevant:
+                issuer = v.split(";", 1)[0].strip().lower()
+                if issuer and issuer in {i.lower() for i in identities}:
+                    return
+            raise _problem("caa", f"CAA records at {domain} do not allow this CA to issue "
+                                  f"for {name}")
+
+
+def _parse_caa(text: str) -> tuple[int, str, str]:
+    flags, tag, value = text.split(" ", 2)
+    return int(flags), tag.lower(), value.strip('"')
+
+
+def _url_host(host: str) -> str:
+    try:
+        if ipaddress.ip_address(host.strip("[]")).version == 6:
+            return f"[{host.strip('[]')}]"
+    except ValueError:
+        pass
+    return host
+
+
+def settings_from(acme: object) -> Settings:
+    """Build Settings from the configuration's ``acme`` section."""
+    from certwright.ca.profiles import AcmeSettings
+
+    assert isinstance(acme, AcmeSettings)
+    return Settings(resolver=acme.resolver, http01_port=acme.http01_port,
+                    tlsalpn01_port=acme.tlsalpn01_port,
+                    timeout=acme.timeout.total_seconds(), max_redirects=acme.max_redirects)
+
+
+__all__ = ["Settings", "Validator", "dns01_value", "key_authorization_digest", "settings_from"]

@@ -54,6 +54,12 @@ def test_ok_minimal() -> None:
         ("fail/bad-oid", "profiles:\n  p:\n    policies: [dv]\ndefault_profile: p\n",
          "'dv' is not an object identifier"),
         ("fail/bad-url", BASE + "server: {http_url: 'ftp://x'}\n", "server.http_url"),
+        ("fail/crl-refresh", BASE + "issuance: {crl_validity: 2d, crl_refresh_before: 3d}\n",
+         "issuance: crl_refresh_before (3d) must be shorter than crl_validity (2d)"),
+        ("fail/acme-resolver", BASE + "acme: {resolver: dns.example}\n",
+         "acme.resolver: 'dns.example': give the resolver as IP:PORT"),
+        ("fail/acme-challenge", "profiles:\n  p:\n    acme: {challenges: [dns-02]}\n"
+         "default_profile: p\n", "profiles.p.acme.challenges.0"),
     ],
 )
 def test_fail_config(case: str, text: str, expected: str) -> None:

@@ -316,6 +316,15 @@ class IssuanceSettings(Strict):
     crl_refresh_before: Duration = dt.timedelta(days=3)
     ocsp_validity: Duration = dt.timedelta(days=4)
 
+    @model_validator(mode="after")
+    def _crl_timing(self) -> IssuanceSettings:
+        # Otherwise every CRL fetch would find the CRL due and sign a new one.
+        if self.crl_refresh_before >= self.crl_validity:
+            raise ValueError(
+                f"crl_refresh_before ({format_duration(self.crl_refresh_before)}) must be "
+                f"shorter than crl_validity ({format_duration(self.crl_validity)})")
+        return self
+
 
 class Config(Strict):
     server: ServerSettings = ServerSettings()

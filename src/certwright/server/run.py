@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 
@@ -13,9 +15,12 @@ import uvicorn
 
 from certwright.acme.app import acme_routes
 from certwright.ca import datadir
+from certwright.ca.service import CertificateAuthority
 from certwright.errors import CertwrightError, ErrorKind, config_error
 from certwright.server import listener_cert
 from certwright.server.app import build_http_app, build_https_app
+
+log = logging.getLogger("certwright.server")
 
 # Seconds open connections get to finish after SIGTERM/SIGINT before they are cut.
 GRACEFUL_SHUTDOWN = 5
@@ -70,6 +75,24 @@ def listen(host: str, port: int, what: str) -> list[socket.socket]:
     return sockets
 
 
+UPKEEP_INTERVAL = 600.0  # seconds
+
+
+async def _upkeep(ca: CertificateAuthority, data: Path, tls: ssl.SSLContext | None) -> None:
+    """Keep the published CRL ahead of its nextUpdate even when nobody fetches it, and
+    the HTTPS listener's certificate renewed (new handshakes pick the new one up)."""
+    while True:
+        await asyncio.sleep(UPKEEP_INTERVAL)
+        try:
+            await asyncio.to_thread(ca.crl.current)
+            cert, key = await asyncio.to_thread(listener_cert.ensure, ca,
+                                                datadir.Layout(data).tls_dir)
+            if tls is not None:
+                tls.load_cert_chain(str(cert), str(key))
+        except Exception:
+            log.exception("upkeep failed; retrying in %s s", UPKEEP_INTERVAL)
+
+
 def run(data: Path, *, http: str | None = None, https: str | None = None) -> None:
     ca = datadir.open_ca(data, migrate=True)
     listeners: list[socket.socket] = []
@@ -117,11 +140,13 @@ def run(data: Path, *, http: str | None = None, https: str | None = None) -> Non
 
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop)
+            upkeep = asyncio.create_task(_upkeep(ca, data, configs[1].ssl))
             tasks = [asyncio.create_task(servers[0]._serve(http_socks)),
                      asyncio.create_task(servers[1]._serve(https_socks))]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             stop()
             await asyncio.gather(*tasks, return_exceptions=True)
+            upkeep.cancel()
             for t in done:
                 error = t.exception()
                 if error is not None:

@@ -207,13 +207,14 @@ def test_fail_crl_refresh_not_shorter_than_validity(ca: CertificateAuthority) ->
 
 def test_fail_crl_refresh_not_shorter_than_validity_cli(ca_dir: Path) -> None:
     config = ca_dir / "certwright.yaml"
-    config.write_text(config.read_text().replace("crl_refresh_before: 3d",
-                                                 "crl_refresh_before: 8d"))
+    original = config.read_text()
+    config.write_text(original.replace("crl_refresh_before: 3d", "crl_refresh_before: 8d"))
     with pytest.raises(CertwrightError, match=r"crl_refresh_before \(8d\) must be shorter"):
         datadir.open_ca(ca_dir)
     proc = run("crl", "--data", str(ca_dir))
     assert proc.returncode == 2
     assert_one_line_error(proc, "crl_refresh_before (8d) must be shorter")
+    config.write_text(original)
 
 
 # -- the OCSP responder, in-process -----------------------------------------------------

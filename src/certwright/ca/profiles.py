@@ -53,7 +53,7 @@ Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
 
 def format_duration(d: dt.timedelta) -> str:
     s = int(d.total_seconds())
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if s % size == 0 and s >= size:
             return f"{s // size}{unit}"
     return f"{s}s"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import warnings
 from typing import Any
 
@@ -47,7 +48,8 @@ def sign(key: Key | OctKey, protected: dict[str, Any], payload: bytes) -> dict[s
 
 class Client:
     def __init__(self, directory_url: str, verify: str, key: Key | None = None) -> None:
-        self.http = httpx.Client(verify=verify, timeout=30, trust_env=False)
+        self.http = httpx.Client(verify=ssl.create_default_context(cafile=verify), timeout=30,
+                                 trust_env=False)
         self.directory = self.http.get(directory_url).json()
         self.key: Key = key or ECKey.generate_key("P-256")
         self.kid: str | None = None

@@ -15,6 +15,7 @@ import datetime as dt
 import ipaddress
 import json
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -205,8 +206,11 @@ class AcmeServer:
             key = jws.import_key(env.jwk)
         else:
             kid = env.kid or ""
-            prefix = f"{ctx.base}/acct/"
-            account = self.state.account(kid[len(prefix):]) if kid.startswith(prefix) else None
+            # Only the path is compared: replicas behind different names share accounts.
+            path = urllib.parse.urlsplit(kid).path
+            prefix = f"/acme/{ctx.profile_name}/acct/"
+            account = (self.state.account(path[len(prefix):])
+                       if path.startswith(prefix) and "/" not in path[len(prefix):] else None)
             if account is None or account.profile != ctx.profile_name:
                 raise AcmeProblem("accountDoesNotExist", "no account with that kid", 400)
             if account.status != "valid":

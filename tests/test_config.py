@@ -49,6 +49,8 @@ def test_ok_minimal() -> None:
          "default_profile 'q' is not one of the profiles"),
         ("fail/not-yaml", "profiles: [\n", "is not valid YAML"),
         ("fail/not-mapping", "- a\n", "expected a mapping"),
+        ("fail/duplicate-key", BASE + "default_profile: p\n",
+         "/etc/cw.yaml: line 5 is not valid YAML: duplicate key 'default_profile'"),
         ("fail/bad-eku", "profiles:\n  p:\n    extended_key_usage: [server]\ndefault_profile: p\n",
          "profiles.p.extended_key_usage.0"),
         ("fail/bad-oid", "profiles:\n  p:\n    policies: [dv]\ndefault_profile: p\n",

@@ -92,6 +92,13 @@ issuance:
   crl_refresh_before: 3d
   ocsp_validity: 4d
 
+acme:
+  resolver: null               # IP:PORT of the DNS resolver for validation; null: system's
+  http01_port: 80              # where http-01 validation connects
+  tlsalpn01_port: 443          # where tls-alpn-01 validation connects
+  timeout: 10s
+  nonce_lifetime: 1h
+
 default_profile: tls-server
 
 profiles:
@@ -109,6 +116,12 @@ profiles:
     validity: {{default: 90d, max: 90d}}
     key_usage: [digital_signature, key_encipherment]
     extended_key_usage: [server_auth]
+    acme:                      # the directory is https://HOST:PORT/acme/tls-server/directory
+      eab_required: false
+      challenges: [http-01, dns-01, tls-alpn-01]
+      # Validation connects only inside these networks (add 127.0.0.0/8 to test locally).
+      validation_networks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, "fc00::/7"]
+      rate_limits: {{window: 3h, orders_per_account: 300, pending_authorizations_per_account: 300}}
 
   tls-client:
     description: TLS client certificates for services and people

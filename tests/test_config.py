@@ -58,8 +58,8 @@ def test_ok_minimal() -> None:
         ("fail/bad-url", BASE + "server: {http_url: 'ftp://x'}\n", "server.http_url"),
         ("fail/crl-refresh", BASE + "issuance: {crl_validity: 2d, crl_refresh_before: 3d}\n",
          "issuance: crl_refresh_before (3d) must be shorter than crl_validity (2d)"),
-        ("fail/acme-resolver", BASE + "acme: {resolver: dns.example}\n",
-         "acme.resolver: 'dns.example': give the resolver as IP:PORT"),
+        ("fail/acme-resolver", BASE + "acme: {dns_resolver: dns.example}\n",
+         "acme.dns_resolver: 'dns.example': give the resolver as IP:PORT"),
         ("fail/acme-challenge", "profiles:\n  p:\n    acme: {challenges: [dns-02]}\n"
          "default_profile: p\n", "profiles.p.acme.challenges.0"),
     ],
@@ -74,3 +74,34 @@ def test_fail_config(case: str, text: str, expected: str) -> None:
                                                ("2w", 1209600), (3600, 3600)])
 def test_ok_durations(text: object, seconds: int) -> None:
     assert parse_duration(text).total_seconds() == seconds
+
+
+def test_ok_environment_overrides() -> None:
+    from certwright.ca.profiles import parse_config, yaml
+
+    text = ("profiles:\n  tls-server:\n    names: {dns: ['*.internal']}\n"
+            "default_profile: tls-server\n")
+    env = {"CERTWRIGHT_ACME__DNS_RESOLVER": "127.0.0.1:8053",
+           "CERTWRIGHT_ACME__HTTP01_PORT": "5002",
+           "CERTWRIGHT_ACME__TLSALPN01_PORT": "5001",
+           "CERTWRIGHT_PROFILES__TLS_SERVER__APPROVAL": "manual",
+           "CERTWRIGHT_PROFILES__TLS_SERVER__NAMES__DNS": "['*.test', localhost]",
+           "CERTWRIGHT_DATA": "/ignored/without/a/double/underscore"}
+    cfg = parse_config(yaml.safe_load(text), "x.yaml", env)
+    assert cfg.acme.dns_resolver == "127.0.0.1:8053"
+    assert (cfg.acme.http01_port, cfg.acme.tlsalpn01_port) == (5002, 5001)
+    profile = cfg.profile("tls-server")
+    assert profile.approval.value == "manual"
+    assert profile.names.dns == ("*.test", "localhost")
+
+
+def test_fail_environment_override_is_named() -> None:
+    from certwright.ca.profiles import parse_config, yaml
+
+    with pytest.raises(CertwrightError) as e:
+        parse_config(yaml.safe_load(BASE), "x.yaml", {"CERTWRIGHT_ACME__HTTP01_PORT": "http"})
+    assert "acme.http01_port" in str(e.value)
+    assert "(set by CERTWRIGHT_ACME__HTTP01_PORT)" in str(e.value)
+    with pytest.raises(CertwrightError) as e:
+        parse_config(yaml.safe_load(BASE), "x.yaml", {"CERTWRIGHT_ACME__HTTP_PORT": "80"})
+    assert "acme.http_port: unknown key (did you mean 'http01_port'?)" in str(e.value)

@@ -271,8 +271,14 @@ class AcmeServer:
         status = a.status
         if status in ("pending", "valid") and a.expires_at <= self.clock.now():
             status = "expired"
+        # RFC 8555 7.1.4: for a wildcard order's authorization the identifier "MUST
+        # contain the value of the identifier without the wildcard prefix" and "wildcard"
+        # is true (lego otherwise looks for _acme-challenge.*.NAME).
+        identifier = {"type": a.identifier.type,
+                      "value": a.identifier.value.removeprefix("*.") if a.wildcard
+                      else a.identifier.value}
         doc: dict[str, Any] = {
-            "identifier": a.identifier.as_json(), "status": status,
+            "identifier": identifier, "status": status,
             "expires": rfc3339(a.expires_at),
             "challenges": [self._challenge_json(ctx, c) for c in a.challenges
                            if status == "pending" or c.status != "pending"],

@@ -334,7 +334,7 @@ def settings_from(acme: object) -> Settings:
     from certwright.ca.profiles import AcmeSettings
 
     assert isinstance(acme, AcmeSettings)
-    return Settings(resolver=acme.resolver, http01_port=acme.http01_port,
+    return Settings(resolver=acme.dns_resolver, http01_port=acme.http01_port,
                     tlsalpn01_port=acme.tlsalpn01_port,
                     timeout=acme.timeout.total_seconds(), max_redirects=acme.max_redirects)
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from certwright.ca import hierarchy
 from certwright.ca.authority import Authority, Urls
-from certwright.ca.profiles import Config, parse_config_text
+from certwright.ca.profiles import ENV_PREFIX, Config, parse_config_text
 from certwright.ca.revocation import CrlPublisher, OcspResponder
 from certwright.ca.service import CertificateAuthority
 from certwright.ca.signer import SoftwareSigner
@@ -93,7 +93,7 @@ issuance:
   ocsp_validity: 4d
 
 acme:
-  resolver: null               # IP:PORT of the DNS resolver for validation; null: system's
+  dns_resolver: null           # IP:PORT of the DNS resolver for validation; null: system's
   http01_port: 80              # where http-01 validation connects
   tlsalpn01_port: 443          # where tls-alpn-01 validation connects
   timeout: 10s
@@ -255,7 +255,14 @@ def load(path: Path) -> tuple[Layout, Config, str]:
     if not layout.config.exists():
         raise config_error(f"{layout.config}: no such file (run `certwright init --data {path}`)")
     text = layout.config.read_text()
-    return layout, parse_config_text(text, str(layout.config)), text
+    config = parse_config_text(text, str(layout.config))
+    # What the audit log records as "the configuration": the file and the environment
+    # overrides in force, so a change made through either is recorded.
+    overrides = sorted(f"{k}={v}" for k, v in os.environ.items()
+                       if k.startswith(ENV_PREFIX) and "__" in k)
+    if overrides:
+        text += "\n# environment overrides:\n" + "".join(f"# {o}\n" for o in overrides)
+    return layout, config, text
 
 
 def _load_cert(p: Path) -> x509.Certificate:

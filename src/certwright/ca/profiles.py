@@ -11,8 +11,10 @@ import datetime as dt
 import difflib
 import enum
 import ipaddress
+import os
 import re
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -281,14 +283,14 @@ class AcmeSettings(Strict):
     """Server-wide settings of ACME validation (tests point them at a local DNS server)."""
 
     # host:port of the DNS resolver validation uses; None: the system's resolvers.
-    resolver: str | None = None
+    dns_resolver: str | None = None
     http01_port: int = Field(default=80, ge=1, le=65535)
     tlsalpn01_port: int = Field(default=443, ge=1, le=65535)
     timeout: Duration = dt.timedelta(seconds=10)
     nonce_lifetime: Duration = dt.timedelta(hours=1)
     max_redirects: int = Field(default=10, ge=0, le=10)
 
-    @field_validator("resolver")
+    @field_validator("dns_resolver")
     @classmethod
     def _resolver(cls, v: str | None) -> str | None:
         if v is None:
@@ -400,11 +402,59 @@ def _explain(err: Any, root: type[BaseModel]) -> str:
     return f"{where}: {msg}"
 
 
-def parse_config(data: Any, source: str) -> Config:
+ENV_PREFIX = "CERTWRIGHT_"
+
+
+def _norm(key: str) -> str:
+    return key.lower().replace("-", "_")
+
+
+def apply_environment(data: dict[str, Any], environ: Mapping[str, str]
+                      ) -> dict[tuple[str, ...], str]:
+    """Apply ``CERTWRIGHT_<SECTION>__<KEY>=value`` overrides to ``data`` in place.
+
+    ``__`` separates levels (``CERTWRIGHT_ACME__HTTP01_PORT=5002``,
+    ``CERTWRIGHT_PROFILES__TLS_SERVER__APPROVAL=manual``; a ``-`` in a name is written
+    ``_``). Values are read as YAML scalars or flow collections, so ``5002`` is a number
+    and ``[a, b]`` a list. Returns where each override landed, by variable name.
+    """
+    applied: dict[tuple[str, ...], str] = {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = [p for p in name[len(ENV_PREFIX):].split("__")]
+        if not all(parts):
+            continue
+        node: Any = data
+        path: list[str] = []
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict):
+                break
+            key = next((k for k in node if isinstance(k, str) and _norm(k) == _norm(part)),
+                       _norm(part))
+            path.append(key)
+            if i == len(parts) - 1:
+                try:
+                    node[key] = yaml.safe_load(environ[name])
+                except yaml.YAMLError:
+                    node[key] = environ[name]
+                applied[tuple(path)] = name
+            else:
+                node = node.setdefault(key, {})
+    return applied
+
+
+def parse_config(data: Any, source: str, environ: Mapping[str, str] | None = None) -> Config:
+    applied = apply_environment(data, os.environ if environ is None else environ)
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        lines = [f"{source}: {_explain(err, Config)}" for err in e.errors()]
+        lines = []
+        for err in e.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            var = next((v for path, v in applied.items() if loc[:len(path)] == path), None)
+            origin = f" (set by {var})" if var else ""
+            lines.append(f"{source}: {_explain(err, Config)}{origin}")
         raise config_error("; ".join(lines)) from None
 
 

@@ -40,7 +40,7 @@ class ChallTestSrv:
     def resolver(self) -> str:
         return f"127.0.0.1:{self.dns_port}"
 
-    def call(self, path: str, **body: Any) -> None:
+    def call(self, path: str, /, **body: Any) -> None:
         r = httpx.post(f"http://127.0.0.1:{self.management_port}{path}", json=body,
                        timeout=10, trust_env=False)
         assert r.status_code == 200, (path, r.status_code, r.text)

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cryptography import x509
@@ -158,13 +158,18 @@ def _stop(proc: subprocess.Popen[bytes], port: int) -> tuple[int, float]:
 
 
 @contextlib.contextmanager
-def serving(base: Path) -> Iterator[Served]:
+def serving(base: Path, configure: Callable[[Path], None] | None = None
+            ) -> Iterator[Served]:
+    """``configure(data)``, if given, runs after ``certwright init`` and before the server
+    starts: it may edit ``data / "certwright.yaml"`` (ACME validation ports, profiles)."""
     require_peer("curl", "curl")
     require_peer("openssl", "openssl")
     data = base / "ca"
     http_port, https_port = free_ports(2)
     run("init", "--data", str(data), "--http", f"127.0.0.1:{http_port}",
         "--https", f"127.0.0.1:{https_port}", check=True)
+    if configure is not None:
+        configure(data)
     _, config, _ = datadir.load(data)
     assert config.server.http_url == f"http://127.0.0.1:{http_port}"
     issuing = x509.load_pem_x509_certificate((data / "chain.pem").read_bytes())

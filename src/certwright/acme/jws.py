@@ -10,6 +10,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import re
 import warnings
 from typing import Any, cast
 
@@ -41,12 +42,14 @@ _HMAC_REGISTRY = jjws.JWSRegistry(
 )
 
 AnyKey = RSAKey | ECKey | OKPKey
+# urlsafe_b64decode skips characters outside the alphabet; RFC 7515 allows none.
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def b64decode(value: str, what: str) -> bytes:
     if not isinstance(value, str):
         raise malformed(f"{what} is not a base64url string")
-    if "=" in value or "+" in value or "/" in value:
+    if not _BASE64URL.fullmatch(value):
         raise malformed(f"{what} must be base64url without padding (RFC 7515 section 2)")
     try:
         return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
@@ -140,6 +143,10 @@ def parse(body: bytes | dict[str, Any], *, inner: bool = False) -> Envelope:
         raise malformed("the protected header has both jwk and kid (RFC 8555 section 6.2)")
     if "jwk" not in protected and "kid" not in protected:
         raise malformed("the protected header has neither jwk nor kid")
+    if "jwk" in protected and not isinstance(protected["jwk"], dict):
+        raise malformed("the protected header's jwk is not a JSON Web Key object")
+    if "kid" in protected and not isinstance(protected["kid"], str):
+        raise malformed("the protected header's kid is not an account URL string")
     if not isinstance(protected.get("url"), str):
         raise unauthorized_url()
     if inner:

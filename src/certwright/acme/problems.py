@@ -75,6 +75,9 @@ def from_error(e: CertwrightError, *, csr_stage: bool = False) -> AcmeProblem:
     type_, status = _KIND[e.kind]
     if status == 500:
         return AcmeProblem("serverInternal", "the server could not process the request", 500)
-    if csr_stage and e.kind in (ErrorKind.POLICY, ErrorKind.MALFORMED):
+    # RFC 8555 6.7: badCSR is "The CSR is unacceptable (e.g., due to a short key)";
+    # badPublicKey is about the JWS key.
+    if csr_stage and e.kind in (ErrorKind.POLICY, ErrorKind.MALFORMED,
+                                ErrorKind.BAD_PUBLIC_KEY):
         type_ = "badCSR"
     return AcmeProblem(type_, str(e), status)

@@ -46,6 +46,7 @@ JSON = "application/json"
 PROBLEM = "application/problem+json"
 PEM_CHAIN = "application/pem-certificate-chain"
 RETRY_AFTER_PROCESSING = "2"
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 # RFC 8555 7.6 / RFC 5280 5.3.1 reason codes a subscriber may give.
 _REASONS = {0: Reason.unspecified, 1: Reason.key_compromise, 3: Reason.affiliation_changed,
@@ -113,33 +114,46 @@ class AcmeServer:
 
     def routes(self) -> list[Route]:
         p = "/acme/{profile}"
-        r = self._route
+        get = ("GET",)
+
+        def r(path: str, handler: Callable[[Ctx], Reply], methods: tuple[str, ...] = ("POST",),
+              default: bool = False) -> Route:
+            # The Route takes every method: one a resource does not take is answered by
+            # _route with a problem document (RFC 8555 6.7), not Starlette's plain 405.
+            return Route(path, self._route(handler, methods, default), methods=_ANY_METHOD)
+
         return [
-            Route("/acme/directory", r(self.directory, default=True), methods=["GET"]),
-            Route(p + "/directory", r(self.directory), methods=["GET"]),
-            Route(p + "/new-nonce", r(self.new_nonce), methods=["GET", "HEAD"]),
-            Route(p + "/new-account", r(self.new_account), methods=["POST"]),
-            Route(p + "/acct/{id}", r(self.account), methods=["POST"]),
-            Route(p + "/acct/{id}/orders", r(self.orders), methods=["POST"]),
-            Route(p + "/key-change", r(self.key_change), methods=["POST"]),
-            Route(p + "/new-order", r(self.new_order), methods=["POST"]),
-            Route(p + "/order/{id}", r(self.order), methods=["POST"]),
-            Route(p + "/order/{id}/finalize", r(self.finalize), methods=["POST"]),
-            Route(p + "/authz/{id}", r(self.authorization), methods=["POST"]),
-            Route(p + "/chall/{id}", r(self.challenge), methods=["POST"]),
-            Route(p + "/cert/{serial}", r(self.certificate), methods=["POST"]),
-            Route(p + "/revoke-cert", r(self.revoke), methods=["POST"]),
-            Route(p + "/renewal-info/{certid:path}", r(self.renewal_info), methods=["GET"]),
+            r("/acme/directory", self.directory, get, default=True),
+            r(p + "/directory", self.directory, get),
+            r(p + "/new-nonce", self.new_nonce, get),
+            r(p + "/new-account", self.new_account),
+            r(p + "/acct/{id}", self.account),
+            r(p + "/acct/{id}/orders", self.orders),
+            r(p + "/key-change", self.key_change),
+            r(p + "/new-order", self.new_order),
+            r(p + "/order/{id}", self.order),
+            r(p + "/order/{id}/finalize", self.finalize),
+            r(p + "/authz/{id}", self.authorization),
+            r(p + "/chall/{id}", self.challenge),
+            r(p + "/cert/{serial}", self.certificate),
+            r(p + "/revoke-cert", self.revoke),
+            r(p + "/renewal-info/{certid:path}", self.renewal_info, get),
         ]
 
-    def _route(self, handler: Callable[[Ctx], Reply], default: bool = False
-               ) -> Callable[[Request], Awaitable[Response]]:
+    def _route(self, handler: Callable[[Ctx], Reply], methods: tuple[str, ...] = ("POST",),
+               default: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        allowed = (*methods, "HEAD") if "GET" in methods else methods
+
         async def endpoint(request: Request) -> Response:
             name = (self.ca.config.default_profile if default
                     else request.path_params.get("profile", ""))
             base = f"{str(request.base_url).rstrip('/')}/acme/{name}"
             try:
                 profile = self._acme_profile(name)
+                if request.method not in allowed:
+                    raise AcmeProblem("malformed", f"{request.method} is not allowed here; "
+                                      f"use {' or '.join(allowed)}", 405,
+                                      headers={"Allow": ", ".join(allowed)})
                 body = await request.body() if request.method == "POST" else b""
                 ctx = Ctx(name, profile, base, str(request.url), request.method, body,
                           dict(request.path_params),
@@ -214,7 +228,7 @@ class AcmeServer:
             if account is None or account.profile != ctx.profile_name:
                 raise AcmeProblem("accountDoesNotExist", "no account with that kid", 400)
             if account.status != "valid":
-                raise AcmeProblem("unauthorized", f"the account is {account.status}", 403)
+                raise _not_valid(account)
             key = jws.import_key(account.jwk)
         jws.verify(env, key)
         if not self.state.redeem_nonce(env.nonce or ""):
@@ -321,6 +335,8 @@ class AcmeServer:
         jwk = jws.public_jwk(env.jwk)
         thumb = jws.key_thumbprint(env.jwk)
         existing = self.state.account_by_key(ctx.profile_name, thumb)
+        if existing is not None and existing.status != "valid":
+            raise _not_valid(existing)
         if existing is not None:
             return Reply(200, self._account_json(ctx, existing),
                          headers={"Location": f"{ctx.base}/acct/{existing.id}"})
@@ -620,6 +636,12 @@ class AcmeServer:
         except CertwrightError as e:
             raise AcmeProblem("badCSR", e.detail) from None
         self._check_csr(order, csr, key)
+        try:
+            # The RA checks the key again at enroll; checked here too, an unacceptable
+            # key is a badCSR the client can correct while the order stays ready.
+            policy.check_key(ctx.profile, csr.public_key())
+        except CertwrightError as e:
+            raise AcmeProblem("badCSR", str(e)) from None
         if not self.state.begin_finalize(order.id):
             raise AcmeProblem("orderNotReady", "the order is already being finalized", 403)
         request = EnrollmentRequest(profile=order.profile, csr=csr,
@@ -784,7 +806,8 @@ class AcmeServer:
         if record is None or record.der != der:
             raise not_found("this CA did not issue that certificate")
         reason_code = payload.get("reason", 0)
-        if not isinstance(reason_code, int) or reason_code not in _REASONS:
+        if (not isinstance(reason_code, int) or isinstance(reason_code, bool)
+                or reason_code not in _REASONS):
             raise AcmeProblem("badRevocationReason",
                               f"reason {reason_code!r} is not allowed; use one of "
                               f"{sorted(_REASONS)}")
@@ -835,8 +858,21 @@ class AcmeServer:
             life = record.not_after - record.not_before
             start = record.not_before + life * acme.renewal_window_start
             end = record.not_before + life * acme.renewal_window_end
+            # Whole seconds on the wire, rounded outward so a short lifetime cannot
+            # collapse the window. RFC 9773 4.2: "A RenewalInfo object in which the end
+            # timestamp equals or precedes the start timestamp is invalid. Servers MUST
+            # NOT serve such a response".
+            start = start.replace(microsecond=0)
+            if end.microsecond:
+                end = end.replace(microsecond=0) + dt.timedelta(seconds=1)
         return Reply(200, {"suggestedWindow": {"start": rfc3339(start), "end": rfc3339(end)}},
                      headers={"Retry-After": "21600"})
+
+
+def _not_valid(account: Account) -> AcmeProblem:
+    # RFC 8555 7.3.6: "If a server receives a POST or POST-as-GET from a deactivated
+    # account, it MUST return an error response with status code 401 (Unauthorized)".
+    return AcmeProblem("unauthorized", f"the account is {account.status}", 401)
 
 
 def b64url(data: bytes) -> str:

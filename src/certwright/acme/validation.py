@@ -127,29 +127,41 @@ class Validator:
         url = (f"http://{_url_host(host)}:{self.settings.http01_port}"
                f"/.well-known/acme-challenge/{token}")
         timeout = httpx.Timeout(self.settings.timeout)
-        async with asyncio.timeout(self.settings.timeout * 2):
-            for hop in range(self.settings.max_redirects + 1):
-                body, location = await self._fetch(url, networks, timeout)
-                if location is None:
-                    if body.strip() != key_authorization.encode():
-                        shown = body[:100].decode("utf-8", "replace")
-                        raise _problem("incorrectResponse",
-                                       f"the key authorization at {url} is {shown!r}, "
-                                       "not the expected one")
-                    return
-                url = self._redirect(url, location)
-                if hop == self.settings.max_redirects:
-                    break
+        limit = self.settings.timeout * 2
+        try:
+            # The per-read timeout alone lets a responder trickle a byte at a time.
+            async with asyncio.timeout(limit):
+                for hop in range(self.settings.max_redirects + 1):
+                    body, location = await self._fetch(url, networks, timeout)
+                    if location is None:
+                        if body.strip() != key_authorization.encode():
+                            shown = body[:100].decode("utf-8", "replace")
+                            raise _problem("incorrectResponse",
+                                           f"the key authorization at {url} is {shown!r}, "
+                                           "not the expected one")
+                        return
+                    url = self._redirect(url, location)
+                    if hop == self.settings.max_redirects:
+                        break
+        except TimeoutError:
+            raise _problem("connection", f"timeout: http-01 validation took more than "
+                                         f"{limit:g} s (last URL {url})") from None
         raise _problem("connection", f"more than {self.settings.max_redirects} redirects")
 
     def _redirect(self, current: str, location: str) -> str:
-        target = urllib.parse.urljoin(current, location)
-        parts = urllib.parse.urlsplit(target)
+        try:
+            # The client reading the response accepts some Locations urllib does not
+            # (port 99999, "+80"): the responder's mistake, not the server's.
+            target = urllib.parse.urljoin(current, location)
+            parts = urllib.parse.urlsplit(target)
+            explicit = parts.port
+        except ValueError:
+            raise _problem("connection", "redirect to an invalid URL refused") from None
         allowed = {"http": self.settings.http01_port, "https": self.settings.tlsalpn01_port}
         if parts.scheme not in allowed:
             raise _problem("connection", f"redirect to {parts.scheme!r} URL refused: "
                                          "only http and https")
-        port = parts.port or (80 if parts.scheme == "http" else 443)
+        port = explicit or (80 if parts.scheme == "http" else 443)
         if port != allowed[parts.scheme]:
             raise _problem("connection", f"redirect to port {port} refused: only "
                                          f"{allowed['http']} (http) and {allowed['https']} "

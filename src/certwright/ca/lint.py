@@ -29,6 +29,18 @@ PRIVATE_CA_ALLOWED = frozenset({
 # finding is dropped: any other syntax error in a name still fails.
 _SINGLE_LABEL_FINDING = re.compile(
     r'Invalid domain name syntax: "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"')
+# A wildcard dNSName ("*.example") is not RFC 1034 syntax either; for server-auth
+# certificates pkilint's own CA/B profile drops this pkix finding and judges wildcards
+# with its CA/B rules instead (serverauth_finding_filter). We do the same, and only when
+# what follows "*." is a valid domain name.
+_WILDCARD_FINDING = re.compile(r'Invalid domain name syntax: "\*\.([^"*]+)"')
+
+
+def _wildcard_with_valid_base(message: str) -> bool:
+    import validators  # type: ignore[import-untyped]  # pkilint's own dependency
+
+    m = _WILDCARD_FINDING.fullmatch(message)
+    return m is not None and validators.domain(m.group(1)) is True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +89,14 @@ def _validators() -> tuple[Any, Any, Any]:
     return pkix, cabf, filters
 
 
-def _findings(linter: str, results: Any, threshold: Any) -> list[Finding]:
+def _findings(linter: str, results: Any, threshold: Any, *, server_auth: bool = False
+              ) -> list[Finding]:
     out = []
     for result in results:
         for fd in result.finding_descriptions:
             if fd.finding.code == "pkix.invalid_domain_name_syntax" and (
-                    _SINGLE_LABEL_FINDING.fullmatch(fd.message or "")):
+                    _SINGLE_LABEL_FINDING.fullmatch(fd.message or "")
+                    or (server_auth and _wildcard_with_valid_base(fd.message or ""))):
                 continue
             if fd.finding.severity <= threshold:
                 out.append(Finding(linter, fd.finding.code, fd.finding.severity.name,
@@ -97,7 +111,8 @@ def lint_certificate(der: bytes, *, server_auth: bool) -> list[Finding]:
 
     pkix, cabf, filters = _validators()
     doc = loader.RFC5280CertificateDocumentLoader().load_der_document(der, "certificate")
-    findings = _findings("pkix", pkix.validate(doc.root), ValidationFindingSeverity.ERROR)
+    findings = _findings("pkix", pkix.validate(doc.root), ValidationFindingSeverity.ERROR,
+                         server_auth=server_auth)
     if server_auth:
         doc = loader.RFC5280CertificateDocumentLoader().load_der_document(der, "certificate")
         results, _ = finding_filter.filter_results(filters, cabf.validate(doc.root))

@@ -306,9 +306,12 @@ def test_fail_oversized_body(acct: Client) -> None:
     big = acct.jws(url, {"identifiers": [{"type": "dns", "value": "big.lab.test"}],
                          "padding": "x" * 100_000})
     assert_problem(acct.raw(url, big), "malformed", 413)
-    # Above the listener's limit the body is refused before ACME sees it.
+    # Above the listener's limit the body is refused before ACME reads it, still as a
+    # problem document (without a nonce: no ACME code ran).
     huge = acct.raw(url, b"{" + b" " * 300_000 + b"}")
     assert huge.status_code == 413
+    assert huge.headers["content-type"] == "application/problem+json"
+    assert huge.json()["type"] == "urn:ietf:params:acme:error:malformed"
 
 
 def test_fail_get_on_post_only_resources(world: World, acct: Client) -> None:

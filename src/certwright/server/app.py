@@ -55,7 +55,7 @@ class BodyLimit:
                 if declared > self.limit:
                     # Not reading: a client that sent "Expect: 100-continue" gets the 413
                     # instead of "100 Continue" and never sends the body at all.
-                    await _too_large(self.limit)(scope, receive, send)
+                    await _too_large(self.limit, scope)(scope, receive, send)
                     return
         chunks: list[bytes] = []
         seen = 0
@@ -66,7 +66,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > self.limit:
-                await _too_large(self.limit)(scope, receive, send)
+                await _too_large(self.limit, scope)(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -84,8 +84,14 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def _too_large(limit: int) -> Response:
-    return PlainTextResponse(f"request body larger than {limit} bytes\n", 413)
+def _too_large(limit: int, scope: Scope | None = None) -> Response:
+    detail = f"request body larger than {limit} bytes"
+    if scope is not None and str(scope.get("path", "")).startswith("/acme/"):
+        # ACME clients read errors as problem documents (RFC 8555 6.7).
+        return JSONResponse({"type": "urn:ietf:params:acme:error:malformed",
+                             "detail": detail, "status": 413}, 413,
+                            media_type="application/problem+json")
+    return PlainTextResponse(detail + "\n", 413)
 
 
 def build_http_app(ca: CertificateAuthority) -> ASGIApp:

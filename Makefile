@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= var
 
-.PHONY: serve test lint typecheck unit bench clean
+.PHONY: serve test lint typecheck unit bench bench-acme clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -33,6 +33,10 @@ test: lint typecheck
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/issuance.py
+
+# ACME end to end against Pebble (needs Debian's pebble package).
+bench-acme: $(VENV)/.installed
+	$(BIN)/python bench/acme_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -82,6 +82,9 @@ class Ctx:
     body: bytes
     params: dict[str, str]
     content_type: str
+    # The Replay-Nonce of the reply, when it was issued with the redemption of the
+    # request's nonce (one transaction); otherwise the reply gets one of its own.
+    reply_nonce: str | None = None
 
 
 @dataclasses.dataclass
@@ -148,6 +151,7 @@ class AcmeServer:
             name = (self.ca.config.default_profile if default
                     else request.path_params.get("profile", ""))
             base = f"{str(request.base_url).rstrip('/')}/acme/{name}"
+            ctx: Ctx | None = None
             try:
                 profile = self._acme_profile(name)
                 if request.method not in allowed:
@@ -172,16 +176,18 @@ class AcmeServer:
                     reply.background())
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            return await self._render(reply, base)
+            return await self._render(reply, base, ctx.reply_nonce if ctx else None)
 
         return endpoint
 
-    async def _render(self, reply: Reply, base: str) -> Response:
+    async def _render(self, reply: Reply, base: str, nonce: str | None = None) -> Response:
         headers = dict(reply.headers)
         # RFC 8555 6.5: every response to a POST carries a fresh nonce; we add one always.
         try:
-            headers["Replay-Nonce"] = await anyio.to_thread.run_sync(
-                self.state.new_nonce, self.nonce_lifetime)
+            if nonce is None:
+                nonce = await anyio.to_thread.run_sync(self.state.new_nonce,
+                                                       self.nonce_lifetime)
+            headers["Replay-Nonce"] = nonce
         except Exception:
             log.exception("could not create a nonce")
         headers["Cache-Control"] = "no-store"
@@ -231,7 +237,9 @@ class AcmeServer:
                 raise _not_valid(account)
             key = jws.import_key(account.jwk)
         jws.verify(env, key)
-        if not self.state.redeem_nonce(env.nonce or ""):
+        redeemed, ctx.reply_nonce = self.state.redeem_and_issue_nonce(env.nonce or "",
+                                                                      self.nonce_lifetime)
+        if not redeemed:
             raise AcmeProblem("badNonce", "the nonce is unknown, used or expired", 400)
         if require_account and account is None and not allow_jwk:
             raise AcmeProblem("accountDoesNotExist", "no account", 400)

@@ -30,6 +30,23 @@ NONCES = schema.acme_nonces
 EAB = schema.acme_eab_keys
 
 
+# Statements of the per-request paths, built once (SQLAlchemy then skips building them and
+# their cache keys on every call).
+_NONCE_INSERT = NONCES.insert()
+_NONCE_REDEEM = NONCES.delete().where(
+    NONCES.c.value == sa.bindparam("value"),
+    NONCES.c.expires_at > sa.bindparam("now", type_=NONCES.c.expires_at.type))
+_EXPIRED_NONCES = sa.select(NONCES.c.value).where(
+    NONCES.c.expires_at < sa.bindparam("now", type_=NONCES.c.expires_at.type)).limit(20)
+_NONCE_SWEEP = NONCES.delete().where(NONCES.c.value.in_(_EXPIRED_NONCES.scalar_subquery()))
+_NONCE_SWEEP_SQLITE = NONCES.delete().where(NONCES.c.value.in_(_EXPIRED_NONCES))
+_ACCOUNT_BY_ID = sa.select(ACCOUNTS).where(ACCOUNTS.c.id == sa.bindparam("id"))
+
+
+def _nonce_shaped(value: str) -> bool:
+    return bool(value) and len(value) <= 64
+
+
 def new_id() -> str:
     return secrets.token_urlsafe(12)
 
@@ -129,32 +146,42 @@ class AcmeState:
     # -- nonces (RFC 8555 6.5) ----------------------------------------------------------
 
     def new_nonce(self, lifetime: dt.timedelta) -> str:
-        value = secrets.token_urlsafe(16)
-        now = self.clock.now()
         with self.store.state_write() as conn:
-            conn.execute(NONCES.insert().values(value=value, expires_at=now + lifetime))
-            # Sweep a few expired nonces with each new one: the table stays small
-            # without a separate job.
-            expired = sa.select(NONCES.c.value).where(NONCES.c.expires_at < now).limit(20)
-            conn.execute(NONCES.delete().where(NONCES.c.value.in_(expired.scalar_subquery()))
-                         if conn.dialect.name != "sqlite" else
-                         NONCES.delete().where(NONCES.c.value.in_(expired)))
-        return value
+            return self._issue_nonce(conn, self.clock.now(), lifetime)
 
     def redeem_nonce(self, value: str) -> bool:
         """True exactly once per issued, unexpired nonce, across every replica."""
-        if not value or len(value) > 64:
+        if not _nonce_shaped(value):
             return False
         with self.store.state_write() as conn:
-            result = conn.execute(NONCES.delete().where(
-                NONCES.c.value == value, NONCES.c.expires_at > self.clock.now()))
-            return result.rowcount == 1
+            return conn.execute(_NONCE_REDEEM, {"value": value, "now": self.clock.now()}
+                                ).rowcount == 1
+
+    def redeem_and_issue_nonce(self, value: str, lifetime: dt.timedelta) -> tuple[bool, str]:
+        """``redeem_nonce(value)``, and a fresh nonce for the reply, in one transaction: a
+        request costs one durable commit instead of two. The fresh nonce is issued even
+        when the redemption fails (RFC 8555 6.5: a badNonce error carries one too)."""
+        now = self.clock.now()
+        with self.store.state_write() as conn:
+            redeemed = _nonce_shaped(value) and conn.execute(
+                _NONCE_REDEEM, {"value": value, "now": now}).rowcount == 1
+            return redeemed, self._issue_nonce(conn, now, lifetime)
+
+    @staticmethod
+    def _issue_nonce(conn: Connection, now: dt.datetime, lifetime: dt.timedelta) -> str:
+        value = secrets.token_urlsafe(16)
+        conn.execute(_NONCE_INSERT, {"value": value, "expires_at": now + lifetime})
+        # Sweep a few expired nonces with each new one: the table stays small without a
+        # separate job.
+        conn.execute(_NONCE_SWEEP_SQLITE if conn.dialect.name == "sqlite" else _NONCE_SWEEP,
+                     {"now": now})
+        return value
 
     # -- accounts -----------------------------------------------------------------------
 
     def account(self, account_id: str) -> Account | None:
         with self.store.read() as conn:
-            r = conn.execute(sa.select(ACCOUNTS).where(ACCOUNTS.c.id == account_id)).first()
+            r = conn.execute(_ACCOUNT_BY_ID, {"id": account_id}).first()
         return _account(r) if r else None
 
     def account_by_key(self, profile: str, thumbprint: str) -> Account | None:

@@ -588,6 +588,14 @@ def test_ok_authorization_reuse_is_per_account(world: World) -> None:
     assert theirs["status"] == "pending"
     # Another account cannot read the first account's authorization.
     assert_problem(b.post(first["authorizations"][0]), "malformed", 404)
+    # Pending, an authorization lives 7 days (pending_authorization_lifetime); once valid,
+    # authorization_lifetime (30 days by default) from its validation.
+    valid = get(a, first["authorizations"][0])
+    pending = get(b, theirs["authorizations"][0])
+    left = {name: dt.datetime.fromisoformat(doc["expires"].replace("Z", "+00:00"))
+            - dt.datetime.now(dt.UTC) for name, doc in (("valid", valid), ("pending", pending))}
+    assert dt.timedelta(days=29) < left["valid"] <= dt.timedelta(days=30)
+    assert dt.timedelta(days=6) < left["pending"] <= dt.timedelta(days=7)
 
 
 def test_ok_orders_list(world: World) -> None:

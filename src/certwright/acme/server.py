@@ -781,7 +781,10 @@ class AcmeServer:
 
     def _record_validation(self, account: Account, authz: Authorization, chal: Challenge,
                            error: dict[str, Any] | None) -> None:
-        self.state.finish_challenge(chal, error)
+        profile = self.ca.config.profiles.get(authz.profile)
+        valid_for = (profile.acme.authorization_lifetime if profile is not None
+                     else dt.timedelta(days=1))
+        self.state.finish_challenge(chal, error, valid_for)
         self.ca.store.audit(
             "acme.challenge.validated" if error is None else "acme.challenge.failed",
             actor=f"acme-account:{account.id}", subject=authz.identifier.value,

@@ -290,8 +290,10 @@ class AcmeState:
             ).values(status="processing"))
             return r.rowcount == 1
 
-    def finish_challenge(self, challenge: Challenge, error: dict[str, Any] | None) -> None:
-        """Record a validation result on the challenge and its authorization."""
+    def finish_challenge(self, challenge: Challenge, error: dict[str, Any] | None,
+                         valid_for: dt.timedelta) -> None:
+        """Record a validation result on the challenge and its authorization; a valid
+        authorization then lives ``valid_for`` (it is reused for new orders until then)."""
         now = self.clock.now()
         with self.store.state_write() as conn:
             if error is None:
@@ -299,7 +301,7 @@ class AcmeState:
                              .values(status="valid", validated_at=now))
                 conn.execute(AUTHZS.update().where(AUTHZS.c.id == challenge.authz_id,
                                                    AUTHZS.c.status == "pending")
-                             .values(status="valid"))
+                             .values(status="valid", expires_at=now + valid_for))
             else:
                 conn.execute(CHALLENGES.update().where(CHALLENGES.c.id == challenge.id)
                              .values(status="invalid", validated_at=now,

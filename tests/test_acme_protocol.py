@@ -115,6 +115,8 @@ def test_ok_directory_and_nonces(world: World) -> None:
                 "newOrder": f"{base}/new-order", "revokeCert": f"{base}/revoke-cert",
                 "keyChange": f"{base}/key-change", "renewalInfo": f"{base}/renewal-info"}
             assert d["meta"]["externalAccountRequired"] is False
+            # A plain GET needs no nonce, and getting one would cost a store write.
+            assert "Replay-Nonce" not in r.headers
             # RFC 8555 7.2: HEAD answers 200, GET 204; both carry a nonce, never cached.
             head, getr = http.head(d["newNonce"]), http.get(d["newNonce"])
             assert (head.status_code, getr.status_code) == (200, 204)

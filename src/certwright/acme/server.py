@@ -176,18 +176,24 @@ class AcmeServer:
                     reply.background())
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            return await self._render(reply, base, ctx.reply_nonce if ctx else None)
+            # RFC 8555 6.5: a nonce in every reply to a POST, and (SHOULD) in error replies;
+            # plain GETs (directory, renewalInfo) get none, so polling them writes nothing.
+            wants_nonce = (request.method == "POST" or handler == self.new_nonce
+                           or reply.media_type == PROBLEM)
+            return await self._render(reply, base, ctx.reply_nonce if ctx else None,
+                                      with_nonce=wants_nonce)
 
         return endpoint
 
-    async def _render(self, reply: Reply, base: str, nonce: str | None = None) -> Response:
+    async def _render(self, reply: Reply, base: str, nonce: str | None = None, *,
+                      with_nonce: bool = True) -> Response:
         headers = dict(reply.headers)
-        # RFC 8555 6.5: every response to a POST carries a fresh nonce; we add one always.
         try:
-            if nonce is None:
+            if nonce is None and with_nonce:
                 nonce = await anyio.to_thread.run_sync(self.state.new_nonce,
                                                        self.nonce_lifetime)
-            headers["Replay-Nonce"] = nonce
+            if nonce is not None:
+                headers["Replay-Nonce"] = nonce
         except Exception:
             log.exception("could not create a nonce")
         headers["Cache-Control"] = "no-store"

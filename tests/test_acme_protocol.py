@@ -827,3 +827,25 @@ def test_rate_limit_on_pending_authorizations(world: World) -> None:
     # The limit is the account's: another account on the profile is not held back.
     _, order = new_order(world.client(FEW_AUTHZ), "pa4.lab.test")
     assert order["status"] == "pending"
+
+
+def test_replaces(world: World) -> None:
+    """RFC 9773 5: an order may name the certificate it replaces; once only, by its owner,
+    for an order that shares a name with it; the field is echoed."""
+    c, other = world.client(), world.client()
+    old = issue(world, c, "repl.lab.test", "repl2.lab.test")
+    certid = cert_id(old.certificate)
+    idents = [{"type": "dns", "value": "repl.lab.test"}]
+    assert_problem(other.post(other.directory["newOrder"],
+                              {"identifiers": idents, "replaces": certid}), "malformed", 400)
+    assert_problem(c.post(c.directory["newOrder"],
+                          {"identifiers": [{"type": "dns", "value": "unrelated.lab.test"}],
+                           "replaces": certid}), "malformed", 400)
+    assert_problem(c.post(c.directory["newOrder"], {"identifiers": idents, "replaces": 7}),
+                   "malformed", 400)
+    r = c.post(c.directory["newOrder"], {"identifiers": idents, "replaces": certid})
+    assert r.status_code == 201, r.text
+    assert r.json()["replaces"] == certid
+    assert get(c, r.headers["Location"])["replaces"] == certid
+    again = c.post(c.directory["newOrder"], {"identifiers": idents, "replaces": certid})
+    assert_problem(again, "alreadyReplaced", 409)

@@ -39,6 +39,7 @@ from certwright.ca.service import CertificateAuthority, Held, Issued
 from certwright.errors import CertwrightError, ErrorKind
 from certwright.pki import csr as csrlib
 from certwright.pki.names import Names, normalize_dns
+from certwright.store.repo import CertificateRecord
 
 log = logging.getLogger("certwright.acme")
 
@@ -284,6 +285,8 @@ class AcmeServer:
             doc["error"] = o.error
         if o.serial:
             doc["certificate"] = f"{ctx.base}/cert/{o.serial}"
+        if o.replaces:
+            doc["replaces"] = o.replaces
         return doc
 
     def _challenge_json(self, ctx: Ctx, c: Challenge) -> dict[str, Any]:
@@ -601,16 +604,48 @@ class AcmeServer:
             raise malformed("notAfter is before notBefore or beyond this profile's maximum "
                             f"validity of {ctx.profile.validity.max.days} days")
         types = {i: self._challenge_types(ctx, i, w) for i, w in identifiers}
+        replaces = payload.get("replaces")
+        if replaces is not None:
+            self._check_replaces(account, replaces, identifiers)
         self._rate_limit(ctx, account)
         acme = ctx.profile.acme
-        order = self.state.create_order(
-            account_id=account.id, profile=ctx.profile_name, identifiers=identifiers,
-            challenge_types=types, not_before=not_before, not_after=not_after,
-            order_lifetime=acme.order_lifetime,
-            authz_lifetime=acme.pending_authorization_lifetime)
+        from certwright.acme.state import AlreadyReplaced
+
+        try:
+            order = self.state.create_order(
+                account_id=account.id, profile=ctx.profile_name, identifiers=identifiers,
+                challenge_types=types, not_before=not_before, not_after=not_after,
+                order_lifetime=acme.order_lifetime,
+                authz_lifetime=acme.pending_authorization_lifetime, replaces=replaces)
+        except AlreadyReplaced:
+            raise AcmeProblem("alreadyReplaced", "another order already replaces that "
+                              "certificate", 409) from None
         order = self.state.refresh_order(order)
         return Reply(201, self._order_json(ctx, order),
                      headers={"Location": f"{ctx.base}/order/{order.id}"})
+
+    def _certificate_by_certid(self, certid: str) -> CertificateRecord | None:
+        """The certificate an RFC 9773 certID names, if this CA issued it."""
+        aki_part, dot, serial_part = certid.partition(".")
+        if not dot:
+            raise malformed("a certID is base64url(AKI keyIdentifier).base64url(serial)")
+        aki = jws.b64decode(aki_part, "certID key identifier")
+        serial_bytes = jws.b64decode(serial_part, "certID serial")
+        if aki != self._issuer_key_id or not serial_bytes:
+            return None
+        return self.ca.store.find_certificate(format(int.from_bytes(serial_bytes, "big"), "x"))
+
+    def _check_replaces(self, account: Account, certid: Any,
+                        identifiers: list[tuple[Identifier, bool]]) -> None:
+        """RFC 9773 5: the replaced certificate is the account's and shares a name."""
+        if not isinstance(certid, str):
+            raise malformed("replaces must be a certID string")
+        record = self._certificate_by_certid(certid)
+        if record is None or record.requester != f"acme-account:{account.id}":
+            raise malformed("replaces names no certificate this account holds")
+        wanted = {f"{i.type}:{i.value}" for i, _ in identifiers}
+        if not wanted & set(record.names):
+            raise malformed("the replaced certificate shares no identifier with this order")
 
     def _owned_order(self, ctx: Ctx, account: Account) -> Order:
         order = self.state.order(ctx.params["id"])
@@ -853,18 +888,9 @@ class AcmeServer:
     # -- renewal information (RFC 9773) -------------------------------------------------
 
     def renewal_info(self, ctx: Ctx) -> Reply:
-        certid = ctx.params["certid"]
-        aki_part, dot, serial_part = certid.partition(".")
-        if not dot:
-            raise malformed("the certID is base64url(AKI keyIdentifier).base64url(serial)")
-        aki = jws.b64decode(aki_part, "certID key identifier")
-        serial_bytes = jws.b64decode(serial_part, "certID serial")
-        if aki != self._issuer_key_id:
-            raise not_found("no certificate from this CA with that key identifier")
-        record = self.ca.store.find_certificate(format(int.from_bytes(serial_bytes, "big"),
-                                                       "x"))
+        record = self._certificate_by_certid(ctx.params["certid"])
         if record is None:
-            raise not_found("no such certificate")
+            raise not_found("no certificate from this CA with that certID")
         now = self.clock.now()
         if record.revoked:
             # A revoked certificate should be replaced at once.

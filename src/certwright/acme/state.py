@@ -112,6 +112,7 @@ class Order:
     serial: str | None
     request_id: str | None
     created_at: dt.datetime
+    replaces: str | None = None
 
 
 def _account(r: Any) -> Account:
@@ -135,7 +136,7 @@ def _order(r: Any) -> Order:
                  tuple(Identifier(i["type"], i["value"]) for i in json.loads(r.identifiers)),
                  tuple(json.loads(r.authorizations)), r.not_before, r.not_after, r.expires_at,
                  json.loads(r.error) if r.error else None, r.serial, r.request_id,
-                 r.created_at)
+                 r.created_at, r.replaces)
 
 
 class AcmeState:
@@ -322,12 +323,17 @@ class AcmeState:
                      identifiers: list[tuple[Identifier, bool]],
                      challenge_types: dict[Identifier, list[str]],
                      not_before: dt.datetime | None, not_after: dt.datetime | None,
-                     order_lifetime: dt.timedelta, authz_lifetime: dt.timedelta) -> Order:
+                     order_lifetime: dt.timedelta, authz_lifetime: dt.timedelta,
+                     replaces: str | None = None) -> Order:
         """Create an order, reusing the account's valid authorizations for its names."""
         now = self.clock.now()
         order_id = new_id()
         authz_ids: list[str] = []
         with self.store.state_write() as conn:
+            if replaces is not None and conn.execute(
+                    sa.select(ORDERS.c.id).where(ORDERS.c.replaces == replaces,
+                                                 ORDERS.c.status != "invalid")).first():
+                raise AlreadyReplaced(replaces)
             for ident, wildcard in identifiers:
                 reuse = conn.execute(
                     sa.select(AUTHZS.c.id).where(
@@ -358,7 +364,7 @@ class AcmeState:
                 identifiers=json.dumps([i.as_json() for i, _ in identifiers]),
                 authorizations=json.dumps(authz_ids), not_before=not_before,
                 not_after=not_after, expires_at=now + order_lifetime, error=None,
-                serial=None, request_id=None, created_at=now))
+                serial=None, request_id=None, created_at=now, replaces=replaces))
         order = self.order(order_id)
         assert order is not None
         return order
@@ -472,4 +478,8 @@ class AcmeState:
 
 
 class EabAlreadyUsed(Exception):
+    pass
+
+
+class AlreadyReplaced(Exception):
     pass

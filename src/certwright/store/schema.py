@@ -176,6 +176,8 @@ acme_orders = sa.Table(
     sa.Column("serial", sa.String(48), nullable=True),
     sa.Column("request_id", sa.String(32), nullable=True),  # held for manual approval
     sa.Column("created_at", UtcDateTime(), nullable=False, index=True),
+    # RFC 9773 certID of the certificate this order replaces.
+    sa.Column("replaces", sa.String(160), nullable=True, index=True),
 )
 
 acme_authorizations = sa.Table(

@@ -16,17 +16,7 @@ from typing import Any
 import httpx
 
 from .conftest import require_peer
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+from .served import free_ports
 
 
 @dataclasses.dataclass

@@ -43,6 +43,9 @@ def test_ok_init_layout_and_modes(tmp_path: Path) -> None:
         mode = stat.S_IMODE((data / "ca" / name).stat().st_mode)
         assert mode == 0o600, (name, oct(mode))
     assert stat.S_IMODE((data / "ca").stat().st_mode) == 0o700
+    assert stat.S_IMODE(data.stat().st_mode) == 0o750
+    for name in ("certwright.yaml", "certwright.db"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
     root = x509.load_pem_x509_certificate((data / "root.pem").read_bytes())
     chain = x509.load_pem_x509_certificates((data / "chain.pem").read_bytes())
     assert len(chain) == 1 and chain[0].issuer == root.subject

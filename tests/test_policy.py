@@ -157,3 +157,23 @@ def test_ok_exact_and_any_patterns() -> None:
                                     NOW), Reject)
     assert isinstance(policy.decide(cfg, request(csr(["anything.example"]), profile="any"),
                                     NOW), Issue)
+
+
+def test_fail_wildcard_needs_a_wildcard_pattern() -> None:
+    cfg = parse_config_text(
+        "profiles:\n  w:\n    names: {dns: [x.corp.example, '*.svc.example'], wildcards: true}\n"
+        "default_profile: w\n", "w.yaml")
+    d = policy.decide(cfg, request(csr(["*.corp.example"]), profile="w"), NOW)
+    assert isinstance(d, Reject) and d.error.rule == "names.dns"
+    assert isinstance(policy.decide(cfg, request(csr(["x.corp.example"]), profile="w"), NOW),
+                      Issue)
+    for ok in ("*.svc.example", "*.a.svc.example"):
+        assert isinstance(policy.decide(cfg, request(csr([ok]), profile="w"), NOW), Issue), ok
+
+
+def test_fail_notbefore_backdated_beyond_profile(config: Config) -> None:
+    d = decide(config, csr(["a.svc.internal"]), not_before=NOW - dt.timedelta(days=89),
+               not_after=NOW + dt.timedelta(hours=1))
+    assert isinstance(d, Reject) and d.error.rule == "validity.backdate"
+    d = decide(config, csr(["a.svc.internal"]), not_before=NOW - dt.timedelta(minutes=30))
+    assert isinstance(d, Issue) and d.not_before == NOW - dt.timedelta(minutes=30)

@@ -599,6 +599,9 @@ class AcmeServer:
                      if payload.get("notAfter") is not None else None)
         now = self.clock.now()
         start = not_before or now
+        if not_before is not None and not_before < now - ctx.profile.validity.backdate:
+            raise malformed("notBefore is further in the past than this profile allows "
+                            "(validity.backdate)")
         if not_after is not None and (not_after <= start or
                                       not_after - start > ctx.profile.validity.max):
             raise malformed("notAfter is before notBefore or beyond this profile's maximum "

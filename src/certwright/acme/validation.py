@@ -107,7 +107,7 @@ class Validator:
 
     def _allowed(self, addrs: Sequence[IPAddress], networks: Sequence[IPNetwork],
                  what: str) -> list[IPAddress]:
-        ok = [a for a in addrs if any(a.version == n.version and a in n for n in networks)]
+        ok = [a for a in addrs if address_allowed(a, networks)]
         if not ok:
             shown = ", ".join(str(a) for a in addrs)
             raise _problem("connection", f"{what} resolves to {shown}, outside the networks "
@@ -132,20 +132,21 @@ class Validator:
             # The per-read timeout alone lets a responder trickle a byte at a time.
             async with asyncio.timeout(limit):
                 for hop in range(self.settings.max_redirects + 1):
-                    body, location = await self._fetch(url, networks, timeout)
+                    body, location = await self._fetch(url, networks, timeout, hop)
                     if location is None:
                         if body.strip() != key_authorization.encode():
-                            shown = body[:100].decode("utf-8", "replace")
+                            # Nothing of the body is echoed: after a redirect it may be an
+                            # internal page the requester must not read through us.
                             raise _problem("incorrectResponse",
-                                           f"the key authorization at {url} is {shown!r}, "
-                                           "not the expected one")
+                                           "the http-01 response is not the expected key "
+                                           "authorization")
                         return
                     url = self._redirect(url, location)
                     if hop == self.settings.max_redirects:
                         break
         except TimeoutError:
             raise _problem("connection", f"timeout: http-01 validation took more than "
-                                         f"{limit:g} s (last URL {url})") from None
+                                         f"{limit:g} s") from None
         raise _problem("connection", f"more than {self.settings.max_redirects} redirects")
 
     def _redirect(self, current: str, location: str) -> str:
@@ -171,7 +172,7 @@ class Validator:
         return target
 
     async def _fetch(self, url: str, networks: Sequence[IPNetwork],
-                     timeout: httpx.Timeout) -> tuple[bytes, str | None]:
+                     timeout: httpx.Timeout, hop: int = 0) -> tuple[bytes, str | None]:
         parts = urllib.parse.urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (80 if parts.scheme == "http" else 443)
@@ -181,7 +182,10 @@ class Validator:
             pinned = urllib.parse.urlunsplit(
                 (parts.scheme, f"{_url_host(str(addr))}:{port}", parts.path or "/",
                  parts.query, ""))
-            host_header = host if port in (80, 443) else f"{_url_host(host)}:{port}"
+            host_header = _url_host(host) if port in (80, 443) else f"{_url_host(host)}:{port}"
+            # After a redirect, say only that the hop failed: status codes and timings of
+            # arbitrary internal URLs would make validation a scanner.
+            where = url if hop == 0 else f"the redirect target (hop {hop})"
             extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
             try:
                 # RFC 8555 8.3: the CA does not check the certificate of an https
@@ -191,28 +195,36 @@ class Validator:
                                              follow_redirects=False) as client:
                     req = client.build_request("GET", pinned, headers={
                         "Host": host_header, "User-Agent": "certwright-validation",
-                        "Accept": "*/*"}, extensions=extensions)
+                        "Accept": "*/*",
+                        # No compression: a small gzip body can inflate to gigabytes.
+                        "Accept-Encoding": "identity"}, extensions=extensions)
                     resp = await client.send(req, stream=True)
                     try:
                         if resp.is_redirect:
                             return b"", resp.headers.get("location", "")
                         if resp.status_code != 200:
                             raise _problem("unauthorized",
-                                           f"{url} answered HTTP {resp.status_code}")
+                                           f"{where} answered HTTP {resp.status_code}"
+                                           if hop == 0 else f"{where} did not answer 200")
+                        encoding = resp.headers.get("content-encoding", "identity").lower()
+                        if encoding not in ("", "identity"):
+                            raise _problem("unauthorized", f"{where} answered with "
+                                           "Content-Encoding; identity is required")
                         body = b""
-                        async for chunk in resp.aiter_bytes():
+                        async for chunk in resp.aiter_raw():
                             body += chunk
                             if len(body) > MAX_HTTP_BODY:
                                 raise _problem("unauthorized",
-                                               f"{url} answered more than {MAX_HTTP_BODY} bytes")
+                                               f"{where} answered more than {MAX_HTTP_BODY} "
+                                               "bytes")
                         return body, None
                     finally:
                         await resp.aclose()
             except httpx.TimeoutException:
-                last = _problem("connection", f"timeout fetching {url} from {addr}")
+                last = _problem("connection", f"timeout fetching {where}")
             except httpx.HTTPError as e:
-                last = _problem("connection", f"fetching {url} from {addr} failed: "
-                                              f"{type(e).__name__}")
+                last = _problem("connection", f"fetching {where} failed"
+                                + (f": {type(e).__name__}" if hop == 0 else ""))
         assert last is not None
         raise last
 
@@ -325,6 +337,41 @@ class Validator:
                     return
             raise _problem("caa", f"CAA records at {domain} do not allow this CA to issue "
                                   f"for {name}")
+
+
+# Addresses no validation reaches through a broad network ("0.0.0.0/0", "::/0"): only a
+# listed network inside the special range itself (say 127.0.0.0/8) lets them through.
+SPECIAL_NETWORKS: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::1/128", "fe80::/10", "ff00::/8"))
+
+
+def _embedded_ipv4(addr: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv4-mapped, 6to4 or NAT64 (64:ff9b::/96) address reaches."""
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return addr.ipv4_mapped
+        if addr.sixtofour is not None:
+            return addr.sixtofour
+        if addr in ipaddress.ip_network("64:ff9b::/96"):
+            return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return addr
+
+
+def address_allowed(addr: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+    """May validation connect to ``addr``? Alias forms are judged by the IPv4 address they
+    reach, and special addresses need a listed network within their special range."""
+    real = _embedded_ipv4(addr)
+    for candidate in {addr, real}:
+        special = [s for s in SPECIAL_NETWORKS
+                   if s.version == candidate.version and candidate in s]
+        inside = [n for n in networks if n.version == candidate.version and candidate in n]
+        if not inside:
+            return False
+        if special and not any(n.subnet_of(s) for n in inside for s in special  # type: ignore[arg-type]
+                               if n.version == s.version):
+            return False
+    return True
 
 
 def _parse_caa(text: str) -> tuple[int, str, str]:

@@ -192,7 +192,8 @@ def init(
     config = parse_config_text(config_text, "(default configuration)")
 
     created = not path.exists()
-    path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    # 0750: the store holds EAB keys and the configuration may hold a database password.
+    path.mkdir(mode=0o750, parents=True, exist_ok=True)
     stage = path / f".init-{os.getpid()}"
     try:
         stage.mkdir(mode=0o700)
@@ -205,7 +206,13 @@ def init(
         write_atomic(stage / "ca" / "issuing.pem", _pem(h.issuing), 0o644)
         write_atomic(stage / "root.pem", _pem(h.root), 0o644)
         write_atomic(stage / "chain.pem", _pem(h.issuing), 0o644)
-        write_atomic(stage / CONFIG_NAME, config_text.encode(), 0o644)
+        write_atomic(stage / CONFIG_NAME, config_text.encode(), 0o600)
+        if config.store.url.startswith("sqlite:///") and not config.store.url.startswith(
+                "sqlite:////"):
+            # Created 0600 before SQLite opens it; SQLite gives its -wal and -shm files
+            # the database file's mode.
+            db = stage / config.store.url[len("sqlite:///"):]
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
 
         store = Store.open(config.store.url, stage)
         try:

@@ -172,6 +172,15 @@ def check_key(profile: Profile, public_key: object) -> KeyDescription:
     return desc
 
 
+def _wildcard_allowed(base: str, patterns: tuple[str, ...]) -> bool:
+    for p in patterns:
+        if p == "*":
+            return True
+        if p.startswith("*.") and (base == p[2:] or base.endswith(p[1:])):
+            return True
+    return False
+
+
 def _dns_allowed(name: str, patterns: tuple[str, ...]) -> bool:
     for p in patterns:
         if p == "*" or p == name:
@@ -198,10 +207,10 @@ def check_names(profile: Profile, names: Names) -> None:
             if not rules.wildcards:
                 raise refuse(f"wildcard name {dns!r} is not allowed by this profile",
                              "names.wildcards")
-            # The wildcard stands for one label: "*.a.example" is allowed where some
-            # "x.a.example" would be.
-            probe = "x" + dns[1:]
-            if not _dns_allowed(probe, rules.dns):
+            # "*.a.example" stands for every name one label below a.example, so it needs a
+            # pattern that covers all of them ("*" or "*.example"/"*.a.example"), never an
+            # exact name that merely looks like one of them.
+            if not _wildcard_allowed(dns[2:], rules.dns):
                 raise refuse(f"DNS name {dns!r} is outside this profile's names", "names.dns")
         elif not _dns_allowed(dns, rules.dns):
             raise refuse(f"DNS name {dns!r} is outside this profile's names", "names.dns")
@@ -227,6 +236,13 @@ def check_validity(
     if request.not_before is not None and request.not_before > now + dt.timedelta(days=1):
         raise CertwrightError(ErrorKind.POLICY, "requested notBefore is more than a day ahead",
                               rule="validity")
+    # A certificate must not claim validity long before the request (and its validation)
+    # existed: backdating is the profile's, up to validity.backdate.
+    if request.not_before is not None and request.not_before < now - v.backdate:
+        raise CertwrightError(
+            ErrorKind.POLICY,
+            f"requested notBefore is more than {v.backdate.total_seconds() / 3600:g} h in the "
+            "past (validity.backdate)", rule="validity.backdate")
     if request.not_after is not None:
         end = request.not_after.replace(microsecond=0)
         if end <= now:

@@ -60,8 +60,8 @@ def load(data: bytes) -> x509.CertificateSigningRequest:
     der = decode(data)
     try:
         csr = x509.load_der_x509_csr(der)
-    except ValueError as e:
-        raise CertwrightError(ErrorKind.MALFORMED, f"CSR is not valid DER PKCS#10: {e}") from None
+    except ValueError:
+        raise CertwrightError(ErrorKind.MALFORMED, "CSR is not valid DER PKCS#10") from None
     try:
         valid = csr.is_signature_valid
     except Exception:  # unsupported signature algorithm or key inside a parseable CSR
@@ -77,8 +77,8 @@ def requested_names(csr: x509.CertificateSigningRequest) -> Names:
         ext = csr.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
     except x509.ExtensionNotFound:
         return Names()
-    except ValueError as e:
-        raise _bad(f"CSR extensions cannot be parsed: {e}") from None
+    except ValueError:
+        raise _bad("CSR extensions cannot be parsed") from None
     value = ext.value
     if not isinstance(value, x509.SubjectAlternativeName):
         raise _bad("CSR subjectAltName extension is malformed")

@@ -33,3 +33,30 @@ def nets(*names: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
 def test_address_allowed(case: str, addr: str, networks: tuple[str, ...], allowed: bool
                          ) -> None:
     assert address_allowed(ipaddress.ip_address(addr), nets(*networks)) is allowed, case
+
+
+def test_caa_critical_unknown_property_forbids_issuance() -> None:
+    """RFC 8659 4.1, on recorded CAA answers (challtestsrv cannot set the flag)."""
+    import asyncio
+
+    from certwright.acme.problems import AcmeProblem
+    from certwright.acme.validation import Settings, Validator
+
+    answers = {
+        "crit.example": ['128 futuretag "x"', '0 issue "ca.example"'],
+        "noncrit.example": ['0 futuretag "x"', '0 issue "ca.example"'],
+        "critknown.example": ['128 issue "ca.example"'],
+    }
+    v = Validator(Settings(resolver="127.0.0.1:53", http01_port=80, tlsalpn01_port=443,
+                           timeout=1, max_redirects=10))
+
+    async def recorded(name: str, rdtype: str) -> list[str] | None:
+        assert rdtype == "CAA"
+        return answers.get(name)
+
+    v._query = recorded  # type: ignore[method-assign]
+    with pytest.raises(AcmeProblem) as e:
+        asyncio.run(v.check_caa("www.crit.example", False, ["ca.example"]))
+    assert e.value.type == "caa" and "futuretag" in e.value.detail
+    asyncio.run(v.check_caa("www.noncrit.example", False, ["ca.example"]))
+    asyncio.run(v.check_caa("www.critknown.example", False, ["ca.example"]))

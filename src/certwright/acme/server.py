@@ -799,20 +799,26 @@ class AcmeServer:
 
         async def run() -> None:
             error: dict[str, Any] | None = None
+            # One deadline for everything one validation does (CAA climb, every address).
+            deadline = self.validator.settings.timeout * 3
             try:
-                host = ident.value.removeprefix("*.")
-                if profile.acme.check_caa and ident.type == "dns":
-                    await self.validator.check_caa(ident.value, authz.wildcard,
-                                                   profile.acme.caa_identities)
-                nets = profile.acme.validation_networks
-                if chal.type == "http-01":
-                    await self.validator.http01(host, chal.token, key_auth, nets)
-                elif chal.type == "dns-01":
-                    await self.validator.dns01(ident.value, key_auth)
-                elif chal.type == "tls-alpn-01":
-                    await self.validator.tlsalpn01(ident.type, host, key_auth, nets)
-                else:
-                    raise malformed(f"unknown challenge type {chal.type}")
+                async with asyncio.timeout(deadline):
+                    host = ident.value.removeprefix("*.")
+                    if profile.acme.check_caa and ident.type == "dns":
+                        await self.validator.check_caa(ident.value, authz.wildcard,
+                                                       profile.acme.caa_identities)
+                    nets = profile.acme.validation_networks
+                    if chal.type == "http-01":
+                        await self.validator.http01(host, chal.token, key_auth, nets)
+                    elif chal.type == "dns-01":
+                        await self.validator.dns01(ident.value, key_auth)
+                    elif chal.type == "tls-alpn-01":
+                        await self.validator.tlsalpn01(ident.type, host, key_auth, nets)
+                    else:
+                        raise malformed(f"unknown challenge type {chal.type}")
+            except TimeoutError:
+                error = AcmeProblem("connection", f"validation took more than {deadline:g} s"
+                                    ).as_json()
             except AcmeProblem as p:
                 error = p.as_json()
             except Exception:

@@ -326,6 +326,11 @@ class Validator:
             if not records:
                 continue
             props = [_parse_caa(r) for r in records]
+            # RFC 8659 4.1: an unknown property with the critical flag forbids issuance.
+            critical = [t for f, t, _ in props if f & 128 and t not in KNOWN_CAA_TAGS]
+            if critical:
+                raise _problem("caa", f"CAA records at {domain} carry the critical "
+                                      f"property {critical[0]!r}, which this CA does not know")
             tag = "issuewild" if wildcard and any(t == "issuewild" for _, t, _ in props) \
                 else "issue"
             relevant = [v for _, t, v in props if t == tag]
@@ -372,6 +377,10 @@ def address_allowed(addr: IPAddress, networks: Sequence[IPNetwork]) -> bool:
                                if n.version == s.version):
             return False
     return True
+
+
+KNOWN_CAA_TAGS = frozenset({"issue", "issuewild", "iodef", "issuemail", "contactemail",
+                            "contactphone"})
 
 
 def _parse_caa(text: str) -> tuple[int, str, str]:

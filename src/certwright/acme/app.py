@@ -11,6 +11,7 @@ from certwright.ca.service import CertificateAuthority
 
 
 def acme_routes(ca: CertificateAuthority) -> list[Route]:
-    server = AcmeServer(ca, AcmeState(ca.store, ca.clock),
-                        Validator(settings_from(ca.config.acme)))
+    state = AcmeState(ca.store, ca.clock)
+    state.release_interrupted_challenges()
+    server = AcmeServer(ca, state, Validator(settings_from(ca.config.acme)))
     return server.routes()

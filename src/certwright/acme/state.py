@@ -291,6 +291,15 @@ class AcmeState:
             ).values(status="processing"))
             return r.rowcount == 1
 
+    def release_interrupted_challenges(self) -> int:
+        """Put challenges left "processing" back to "pending" (their validation ran in a
+        process that is gone), so the client can ask again instead of waiting out the
+        authorization. A validation still running elsewhere records its result anyway."""
+        with self.store.state_write() as conn:
+            r = conn.execute(CHALLENGES.update().where(CHALLENGES.c.status == "processing")
+                             .values(status="pending"))
+            return int(r.rowcount)
+
     def finish_challenge(self, challenge: Challenge, error: dict[str, Any] | None,
                          valid_for: dt.timedelta) -> None:
         """Record a validation result on the challenge and its authorization; a valid

@@ -186,3 +186,22 @@ def test_ok_data_from_environment(ca_dir: Path) -> None:
     proc = subprocess.run([CERTWRIGHT, "audit", "verify"], env=env_run, capture_output=True,
                           text=True, check=False)
     assert proc.returncode == 0 and "audit log intact" in proc.stdout
+
+
+def test_fail_insecure_data_directory(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert_one_line_error(run("init", "--data", str(shared)),
+                          "is writable by group or others", "chmod go-w")
+    assert list(shared.iterdir()) == []
+    data = tmp_path / "ca"
+    run("init", "--data", str(data), check=True)
+    data.chmod(0o770)
+    assert_one_line_error(run("certs", "list", "--data", str(data)),
+                          "is writable by group or others")
+    data.chmod(0o750)
+    (data / "ca").chmod(0o777)
+    assert_one_line_error(run("certs", "list", "--data", str(data)), "/ca is writable")
+    (data / "ca").chmod(0o700)
+    assert run("certs", "list", "--data", str(data)).returncode == 0

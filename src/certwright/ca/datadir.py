@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import stat as stat_
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +65,22 @@ class Layout:
 
     def initialized(self) -> bool:
         return self.config.exists() or self.ca_dir.exists()
+
+
+def check_directory(path: Path) -> None:
+    """Refuse a data directory another user could swap files in: it must belong to this
+    user (or root) and be writable by nobody else."""
+    st = path.lstat()
+    if stat_.S_ISLNK(st.st_mode) and st.st_uid not in (0, os.geteuid()):
+        raise config_error(f"{path} is a symbolic link owned by another user")
+    st = path.stat()
+    if not stat_.S_ISDIR(st.st_mode):
+        raise config_error(f"{path} is not a directory")
+    if st.st_uid not in (0, os.geteuid()):
+        raise config_error(f"{path} belongs to another user (uid {st.st_uid}); refusing it")
+    if st.st_mode & 0o022:
+        raise config_error(f"{path} is writable by group or others (mode "
+                           f"{oct(st.st_mode & 0o777)}); refusing it: chmod go-w {path}")
 
 
 def default_config(*, hostnames: list[str], http: str, https: str, http_url: str,
@@ -194,6 +211,12 @@ def init(
     created = not path.exists()
     # 0750: the store holds EAB keys and the configuration may hold a database password.
     path.mkdir(mode=0o750, parents=True, exist_ok=True)
+    try:
+        check_directory(path)
+    except CertwrightError:
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     stage = path / f".init-{os.getpid()}"
     try:
         stage.mkdir(mode=0o700)
@@ -261,6 +284,9 @@ def load(path: Path) -> tuple[Layout, Config, str]:
     layout = Layout(path)
     if not layout.config.exists():
         raise config_error(f"{layout.config}: no such file (run `certwright init --data {path}`)")
+    check_directory(path)
+    if layout.ca_dir.exists():
+        check_directory(layout.ca_dir)
     text = layout.config.read_text()
     config = parse_config_text(text, str(layout.config))
     # What the audit log records as "the configuration": the file and the environment

@@ -849,3 +849,27 @@ def test_replaces(world: World) -> None:
     assert get(c, r.headers["Location"])["replaces"] == certid
     again = c.post(c.directory["newOrder"], {"identifiers": idents, "replaces": certid})
     assert_problem(again, "alreadyReplaced", 409)
+
+
+def test_order_validity_fields(world: World) -> None:
+    """newOrder's notBefore/notAfter are held to the profile's validity rules at once."""
+    c = world.client()
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    idents = [{"type": "dns", "value": "validity.lab.test"}]
+
+    def order(**fields: dt.datetime) -> httpx.Response:
+        payload: dict[str, object] = {"identifiers": idents}
+        payload.update({k: v.strftime("%Y-%m-%dT%H:%M:%SZ") for k, v in fields.items()})
+        return c.post(c.directory["newOrder"], payload)
+
+    too_long = assert_problem(order(notAfter=now + dt.timedelta(days=400)), "malformed", 400)
+    assert "exceeds this profile's maximum" in too_long["detail"]
+    backdated = assert_problem(order(notBefore=now - dt.timedelta(days=30),
+                                     notAfter=now + dt.timedelta(days=1)), "malformed", 400)
+    assert "validity.backdate" in backdated["detail"]
+    inverted = assert_problem(order(notBefore=now + dt.timedelta(hours=12),
+                                    notAfter=now + dt.timedelta(hours=1)), "malformed", 400)
+    assert "not after notBefore" in inverted["detail"]
+    ok = order(notAfter=now + dt.timedelta(days=7))
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["notAfter"] == (now + dt.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")

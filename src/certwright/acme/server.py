@@ -597,15 +597,10 @@ class AcmeServer:
                       if payload.get("notBefore") is not None else None)
         not_after = (parse_rfc3339(payload["notAfter"], "notAfter")
                      if payload.get("notAfter") is not None else None)
-        now = self.clock.now()
-        start = not_before or now
-        if not_before is not None and not_before < now - ctx.profile.validity.backdate:
-            raise malformed("notBefore is further in the past than this profile allows "
-                            "(validity.backdate)")
-        if not_after is not None and (not_after <= start or
-                                      not_after - start > ctx.profile.validity.max):
-            raise malformed("notAfter is before notBefore or beyond this profile's maximum "
-                            f"validity of {ctx.profile.validity.max.days} days")
+        try:
+            policy.validity_window(ctx.profile, not_before, not_after, self.clock.now())
+        except CertwrightError as e:
+            raise malformed(str(e)) from None
         types = {i: self._challenge_types(ctx, i, w) for i, w in identifiers}
         replaces = payload.get("replaces")
         if replaces is not None:

@@ -230,23 +230,37 @@ def check_names(profile: Profile, names: Names) -> None:
 def check_validity(
     profile: Profile, request: EnrollmentRequest, now: dt.datetime
 ) -> tuple[dt.datetime, dt.datetime]:
+    return validity_window(profile, request.not_before, request.not_after, now)
+
+
+def validity_window(profile: Profile, not_before: dt.datetime | None,
+                    not_after: dt.datetime | None, now: dt.datetime
+                    ) -> tuple[dt.datetime, dt.datetime]:
+    """The validity a request gets under ``profile``; raises for one it may not have.
+
+    Front-ends that learn the requested validity before the CSR (ACME newOrder) call this
+    to refuse early; the decision itself is made again in ``decide``.
+    """
     v = profile.validity
     # Certificates carry whole seconds (RFC 5280 4.1.2.5); so do our decisions.
-    start = (request.not_before or now - v.backdate).replace(microsecond=0)
-    if request.not_before is not None and request.not_before > now + dt.timedelta(days=1):
+    start = (not_before or now - v.backdate).replace(microsecond=0)
+    if not_before is not None and not_before > now + dt.timedelta(days=1):
         raise CertwrightError(ErrorKind.POLICY, "requested notBefore is more than a day ahead",
                               rule="validity")
     # A certificate must not claim validity long before the request (and its validation)
     # existed: backdating is the profile's, up to validity.backdate.
-    if request.not_before is not None and request.not_before < now - v.backdate:
+    if not_before is not None and not_before < now - v.backdate:
         raise CertwrightError(
             ErrorKind.POLICY,
             f"requested notBefore is more than {v.backdate.total_seconds() / 3600:g} h in the "
             "past (validity.backdate)", rule="validity.backdate")
-    if request.not_after is not None:
-        end = request.not_after.replace(microsecond=0)
+    if not_after is not None:
+        end = not_after.replace(microsecond=0)
         if end <= now:
             raise CertwrightError(ErrorKind.POLICY, "requested notAfter is in the past",
+                                  rule="validity")
+        if end <= start:
+            raise CertwrightError(ErrorKind.POLICY, "requested notAfter is not after notBefore",
                                   rule="validity")
     else:
         end = start + v.default

@@ -47,6 +47,7 @@ JSON = "application/json"
 PROBLEM = "application/problem+json"
 PEM_CHAIN = "application/pem-certificate-chain"
 RETRY_AFTER_PROCESSING = "2"
+MAX_CONCURRENT_VALIDATIONS = 32
 _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 # RFC 8555 7.6 / RFC 5280 5.3.1 reason codes a subscriber may give.
@@ -110,6 +111,10 @@ class AcmeServer:
         self.clock = ca.clock
         self.nonce_lifetime = ca.config.acme.nonce_lifetime
         self._tasks: set[asyncio.Task[None]] = set()
+        # At most this many validations connect out at once; the rest wait their turn
+        # (their challenges stay "processing"), so many accounts cannot exhaust memory
+        # or sockets through validation.
+        self._validations = asyncio.Semaphore(MAX_CONCURRENT_VALIDATIONS)
         ski = ca.chain[0].extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
         self._issuer_key_id = ski.value.digest
         self._issuer_der = ca.chain[0].public_bytes(serialization.Encoding.DER)
@@ -797,7 +802,7 @@ class AcmeServer:
             # One deadline for everything one validation does (CAA climb, every address).
             deadline = self.validator.settings.timeout * 3
             try:
-                async with asyncio.timeout(deadline):
+                async with self._validations, asyncio.timeout(deadline):
                     host = ident.value.removeprefix("*.")
                     if profile.acme.check_caa and ident.type == "dns":
                         await self.validator.check_caa(ident.value, authz.wildcard,

@@ -97,11 +97,11 @@ class Served:
 
     @property
     def root_pem(self) -> Path:
-        return self.data / "root.pem"
+        return datadir.Layout(self.data).root_pem
 
     @property
     def chain_pem(self) -> Path:
-        return self.data / "chain.pem"
+        return datadir.Layout(self.data).chain_pem
 
     @property
     def issuing(self) -> x509.Certificate:

@@ -66,7 +66,8 @@ def test_ok_nonce_once_across_replicas(replicas: tuple[Path, list[int]]) -> None
     ca = Client(f"https://localhost:{a}/acme/directory", root)
     cb = Client(f"https://localhost:{b}/acme/directory", root, key=ca.key)
     try:
-        assert ca.register(contact=["mailto:ops@example.test"]).status_code == 201
+        reg = ca.register(contact=["mailto:ops@example.test"])
+        assert reg.status_code == 201, reg.text
         # The same key at the other replica finds the same account.
         r = cb.register()
         assert r.status_code == 200

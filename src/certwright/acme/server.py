@@ -168,7 +168,10 @@ class AcmeServer:
                 ctx = Ctx(name, profile, base, str(request.url), request.method, body,
                           dict(request.path_params),
                           request.headers.get("content-type", "").split(";")[0].strip())
-                reply = await anyio.to_thread.run_sync(handler, ctx)
+                if request.method == "POST":
+                    reply = await anyio.to_thread.run_sync(self._in_unit, handler, ctx)
+                else:
+                    reply = await anyio.to_thread.run_sync(handler, ctx)
             except AcmeProblem as problem:
                 reply = problem_reply(problem)
             except CertwrightError as e:
@@ -191,17 +194,28 @@ class AcmeServer:
 
         return endpoint
 
+    def _in_unit(self, handler: Callable[[Ctx], Reply], ctx: Ctx) -> Reply:
+        """Run a POST handler as one unit of work: one store transaction, committed
+        before the reply goes out. A problem the handler answers with is an answer, not a
+        failure: what the request did before it (its nonce redeemed, an order moved on)
+        is committed. Anything else rolls the whole request back."""
+        answer: AcmeProblem | CertwrightError | None = None
+        with self.state.store.unit():
+            try:
+                reply = handler(ctx)
+            except (AcmeProblem, CertwrightError) as e:
+                answer = e
+        if answer is not None:
+            raise answer
+        return reply
+
     async def _render(self, reply: Reply, base: str, nonce: str | None = None, *,
                       with_nonce: bool = True) -> Response:
         headers = dict(reply.headers)
-        try:
-            if nonce is None and with_nonce:
-                nonce = await anyio.to_thread.run_sync(self.state.new_nonce,
-                                                       self.nonce_lifetime)
-            if nonce is not None:
-                headers["Replay-Nonce"] = nonce
-        except Exception:
-            log.exception("could not create a nonce")
+        if nonce is None and with_nonce:
+            nonce = self.state.new_nonce(self.nonce_lifetime)  # from memory: no store write
+        if nonce is not None:
+            headers["Replay-Nonce"] = nonce
         headers["Cache-Control"] = "no-store"
         link = f'<{base}/directory>;rel="index"'
         headers["Link"] = f"{headers['Link']}, {link}" if "Link" in headers else link
@@ -834,6 +848,12 @@ class AcmeServer:
         profile = self.ca.config.profiles.get(authz.profile)
         valid_for = (profile.acme.authorization_lifetime if profile is not None
                      else dt.timedelta(days=1))
+        with self.state.store.unit():  # the result and its audit record: one commit
+            self._record_validation_steps(account, authz, chal, error, valid_for)
+
+    def _record_validation_steps(self, account: Account, authz: Authorization,
+                                 chal: Challenge, error: dict[str, Any] | None,
+                                 valid_for: dt.timedelta) -> None:
         self.state.finish_challenge(chal, error, valid_for)
         self.ca.store.audit(
             "acme.challenge.validated" if error is None else "acme.challenge.failed",

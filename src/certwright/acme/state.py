@@ -9,13 +9,18 @@ a unique constraint.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import datetime as dt
+import hmac
 import json
 import secrets
+import struct
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from certwright.clock import Clock
@@ -32,19 +37,52 @@ EAB = schema.acme_eab_keys
 
 # Statements of the per-request paths, built once (SQLAlchemy then skips building them and
 # their cache keys on every call).
-_NONCE_INSERT = NONCES.insert()
-_NONCE_REDEEM = NONCES.delete().where(
-    NONCES.c.value == sa.bindparam("value"),
-    NONCES.c.expires_at > sa.bindparam("now", type_=NONCES.c.expires_at.type))
-_EXPIRED_NONCES = sa.select(NONCES.c.value).where(
-    NONCES.c.expires_at < sa.bindparam("now", type_=NONCES.c.expires_at.type)).limit(20)
-_NONCE_SWEEP = NONCES.delete().where(NONCES.c.value.in_(_EXPIRED_NONCES.scalar_subquery()))
-_NONCE_SWEEP_SQLITE = NONCES.delete().where(NONCES.c.value.in_(_EXPIRED_NONCES))
+_NONCE_SWEEP = NONCES.delete().where(
+    NONCES.c.expires_at < sa.bindparam("now", type_=NONCES.c.expires_at.type))
+_NONCE_KEY_SETTING = "acme.nonce_key"
 _ACCOUNT_BY_ID = sa.select(ACCOUNTS).where(ACCOUNTS.c.id == sa.bindparam("id"))
 
 
-def _nonce_shaped(value: str) -> bool:
-    return bool(value) and len(value) <= 64
+class NonceIssuer:
+    """Nonces that need no store write to hand out (RFC 8555 6.5).
+
+    A nonce is base64url(expiry || 8 random bytes || HMAC-SHA256(key, expiry || random)
+    cut to 16 bytes), with the key in the store's settings, shared by every replica. A
+    server hands nonces out from memory (a HEAD newNonce writes nothing), and checks a
+    presented nonce's MAC and expiry from memory too: a forged, mangled or expired nonce
+    never reaches the database. Only a redemption is written: the nonce goes into
+    ``acme_nonces`` under its primary key, so of any number of requests carrying it, on
+    any replica, exactly one inserts it; the others are replays. Rows are kept until the
+    nonce has expired, after which its MAC check refuses it anyway, and then swept.
+    """
+
+    _EXPIRY = struct.Struct(">Q")
+    RAW_SIZE = 8 + 8 + 16
+
+    def __init__(self, key: bytes, clock: Clock) -> None:
+        self._key = key
+        self._clock = clock
+
+    def issue(self, lifetime: dt.timedelta) -> str:
+        expiry = int((self._clock.now() + lifetime).timestamp())
+        head = self._EXPIRY.pack(expiry) + secrets.token_bytes(8)
+        mac = hmac.digest(self._key, head, "sha256")[:16]
+        return base64.urlsafe_b64encode(head + mac).rstrip(b"=").decode()
+
+    def check(self, value: str) -> dt.datetime | None:
+        """The nonce's expiry if this server family issued it and it has not expired."""
+        if len(value) != 43:  # 32 bytes, unpadded base64url
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(value + "=")
+        except (binascii.Error, ValueError):
+            return None
+        head, mac = raw[:16], raw[16:]
+        if len(raw) != self.RAW_SIZE or not hmac.compare_digest(
+                hmac.digest(self._key, head, "sha256")[:16], mac):
+            return None
+        expiry = dt.datetime.fromtimestamp(self._EXPIRY.unpack(head[:8])[0], dt.UTC)
+        return expiry if expiry > self._clock.now() else None
 
 
 def new_id() -> str:
@@ -143,40 +181,47 @@ class AcmeState:
     def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        self.nonces = NonceIssuer(self._nonce_key(), clock)
+        insert = (postgresql.insert(NONCES) if store.engine.dialect.name == "postgresql"
+                  else sqlite.insert(NONCES))
+        # RETURNING tells whether the row went in (psycopg reports no rowcount for it).
+        self._nonce_redeem = insert.on_conflict_do_nothing(
+            index_elements=[NONCES.c.value]).returning(NONCES.c.value)
+        self._redeemed = 0
+
+    def _nonce_key(self) -> bytes:
+        """The replicas' shared nonce MAC key: made by the first server that needs it."""
+        with self.store.state_write() as conn:
+            value = self.store.setting(_NONCE_KEY_SETTING, conn)
+            if value is None:
+                value = secrets.token_hex(32)
+                self.store.put_setting(conn, _NONCE_KEY_SETTING, value)
+        return bytes.fromhex(value)
 
     # -- nonces (RFC 8555 6.5) ----------------------------------------------------------
 
     def new_nonce(self, lifetime: dt.timedelta) -> str:
-        with self.store.state_write() as conn:
-            return self._issue_nonce(conn, self.clock.now(), lifetime)
+        return self.nonces.issue(lifetime)
 
     def redeem_nonce(self, value: str) -> bool:
         """True exactly once per issued, unexpired nonce, across every replica."""
-        if not _nonce_shaped(value):
+        expiry = self.nonces.check(value)
+        if expiry is None:
             return False
         with self.store.state_write() as conn:
-            return conn.execute(_NONCE_REDEEM, {"value": value, "now": self.clock.now()}
-                                ).rowcount == 1
+            redeemed = conn.execute(self._nonce_redeem,
+                                    {"value": value, "expires_at": expiry}).first() is not None
+            self._redeemed += 1
+            if self._redeemed % 64 == 0:
+                # Now and then, forget nonces that have expired: their MAC check refuses
+                # them from now on, so their rows are no longer needed.
+                conn.execute(_NONCE_SWEEP, {"now": self.clock.now()})
+        return redeemed
 
     def redeem_and_issue_nonce(self, value: str, lifetime: dt.timedelta) -> tuple[bool, str]:
-        """``redeem_nonce(value)``, and a fresh nonce for the reply, in one transaction: a
-        request costs one durable commit instead of two. The fresh nonce is issued even
-        when the redemption fails (RFC 8555 6.5: a badNonce error carries one too)."""
-        now = self.clock.now()
-        with self.store.state_write() as conn:
-            redeemed = _nonce_shaped(value) and conn.execute(
-                _NONCE_REDEEM, {"value": value, "now": now}).rowcount == 1
-            return redeemed, self._issue_nonce(conn, now, lifetime)
-
-    @staticmethod
-    def _issue_nonce(conn: Connection, now: dt.datetime, lifetime: dt.timedelta) -> str:
-        value = secrets.token_urlsafe(16)
-        conn.execute(_NONCE_INSERT, {"value": value, "expires_at": now + lifetime})
-        # Sweep a few expired nonces with each new one: the table stays small without a
-        # separate job.
-        conn.execute(_NONCE_SWEEP_SQLITE if conn.dialect.name == "sqlite" else _NONCE_SWEEP,
-                     {"now": now})
-        return value
+        """``redeem_nonce(value)``, and a fresh nonce for the reply. The fresh nonce comes
+        even when the redemption fails (RFC 8555 6.5: a badNonce error carries one too)."""
+        return self.redeem_nonce(value), self.nonces.issue(lifetime)
 
     # -- accounts -----------------------------------------------------------------------
 
@@ -201,7 +246,7 @@ class AcmeState:
         now = self.clock.now()
         account_id = new_id()
         try:
-            with self.store.state_write() as conn:
+            with self.store.state_write(savepoint=True) as conn:
                 if eab_kid is not None:
                     bound = conn.execute(EAB.update().where(
                         EAB.c.kid == eab_kid, EAB.c.account_id.is_(None)
@@ -227,7 +272,7 @@ class AcmeState:
             values["contact"] = json.dumps(list(values["contact"]))
         if "jwk" in values:
             values["jwk"] = json.dumps(values["jwk"], sort_keys=True)
-        with self.store.state_write() as conn:
+        with self.store.state_write(savepoint=True) as conn:
             conn.execute(ACCOUNTS.update().where(ACCOUNTS.c.id == account_id).values(**values))
         account = self.account(account_id)
         assert account is not None

@@ -191,6 +191,8 @@ class Store:
         # Other processes still meet SQLite's own lock.
         self._writers: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext())
+        # The connection of the unit of work (``unit()``) open on this thread, if any.
+        self._ambient = threading.local()
 
     @classmethod
     def open(cls, url: str, data_dir: Path | None = None) -> Store:
@@ -232,8 +234,45 @@ class Store:
     # -- transactions -------------------------------------------------------------------
 
     @contextlib.contextmanager
+    def unit(self) -> Iterator[Connection]:
+        """One write transaction around a whole request (a unit of work).
+
+        Until the block ends, ``read()``, ``state_write()`` and, on SQLite, ``write()``
+        called on this thread run inside it instead of opening transactions of their own:
+        a request costs one durable commit and one connection checkout instead of one per
+        step, and every step sees the steps before it. The unit commits when the block
+        ends normally, rolls back when it raises, and nothing it wrote is visible to others
+        before the commit, so the caller must answer the request only after the block.
+        Units do not nest.
+        """
+        if getattr(self._ambient, "conn", None) is not None:
+            raise RuntimeError("Store.unit() does not nest")
+        with self._writers, self.engine.connect() as conn:
+            conn = conn.execution_options(certwright_write=True)
+            with conn.begin():
+                self._ambient.conn = conn
+                try:
+                    yield conn
+                finally:
+                    self._ambient.conn = None
+
+    def _unit_conn(self) -> Connection | None:
+        conn: Connection | None = getattr(self._ambient, "conn", None)
+        return conn
+
+    @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        """One write transaction, committed durably when the block ends without error."""
+        """One write transaction, committed durably when the block ends without error.
+
+        Inside a ``unit()`` on SQLite it is a savepoint of the unit (the unit already holds
+        the write lock; it commits them together). On PostgreSQL it stays a transaction of
+        its own even then: it takes the audit head lock, and a unit that waited for that
+        lock while holding row locks of its own could deadlock with another replica."""
+        unit = self._unit_conn()
+        if unit is not None and unit.dialect.name == "sqlite":
+            with unit.begin_nested():
+                yield unit
+            return
         with self._writers, self.engine.connect() as conn:
             conn = conn.execution_options(certwright_write=True)
             with conn.begin():
@@ -242,11 +281,22 @@ class Store:
                 yield conn
 
     @contextlib.contextmanager
-    def state_write(self) -> Iterator[Connection]:
+    def state_write(self, *, savepoint: bool = False) -> Iterator[Connection]:
         """A write transaction for protocol state (nonces, orders...) that writes no audit
         record, so on PostgreSQL it skips the audit lock and does not queue behind
         issuance. Its statements must resolve races themselves (conditional UPDATEs,
-        unique keys); ``append_audit`` must not be called inside it."""
+        unique keys); ``append_audit`` must not be called inside it. Inside a ``unit()``
+        it is the unit's transaction; with ``savepoint`` a savepoint in it, for a caller
+        that catches a failed statement (IntegrityError) and goes on, since PostgreSQL
+        refuses every later statement of a transaction in which one failed."""
+        unit = self._unit_conn()
+        if unit is not None:
+            if savepoint:
+                with unit.begin_nested():
+                    yield unit
+            else:
+                yield unit
+            return
         with self._writers, self.engine.connect() as conn:
             conn = conn.execution_options(certwright_write=True)
             with conn.begin():
@@ -269,6 +319,10 @@ class Store:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
+        unit = self._unit_conn()
+        if unit is not None:
+            yield unit  # it sees what the unit wrote so far
+            return
         with self.engine.connect() as conn, conn.begin():
             yield conn
 

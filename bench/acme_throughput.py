@@ -95,11 +95,21 @@ def free_ports(n: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state): utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """utime + stime of a process (all its threads) and of its live child processes
+    (`certwright serve --workers N` forks N - 1), from /proc/PID/stat."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is field 3 (state); ppid is field 4; utime, stime fields 14 and 15.
+        if int(entry) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -252,7 +262,7 @@ def challtestsrv(work: Path) -> Iterator[Responder]:
 
 
 @contextlib.contextmanager
-def certwright_server(work: Path, responder: Responder) -> Iterator[Server]:
+def certwright_server(work: Path, responder: Responder, workers: int) -> Iterator[Server]:
     data = work / "certwright"
     http_port, https_port = free_ports(2)
     init = subprocess.run([CERTWRIGHT, "init", "--data", str(data),
@@ -272,7 +282,8 @@ def certwright_server(work: Path, responder: Responder) -> Iterator[Server]:
         acme + "RATE_LIMITS__ORDERS_PER_PROFILE": "1000000",
         acme + "RATE_LIMITS__PENDING_AUTHORIZATIONS_PER_ACCOUNT": "1000000",
     })
-    with process([CERTWRIGHT, "serve", "--data", str(data)], work / "certwright.log", env,
+    with process([CERTWRIGHT, "serve", "--data", str(data), "--workers", str(workers)],
+                 work / "certwright.log", env,
                  http_ok(f"http://127.0.0.1:{http_port}/health"), "certwright serve") as proc:
         yield Server("certwright", f"https://localhost:{https_port}/acme/directory",
                      str(data / "root.pem"), proc.pid)
@@ -514,6 +525,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="seconds a client waits before each poll (default 0.02)")
     p.add_argument("--only", choices=("certwright", "pebble"),
                    help="run one server only (no ratios; for profiling)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="certwright serve processes (default 2: one per core here; "
+                        "Pebble, in Go, uses every core)")
     p.add_argument("--dir", type=Path, help="where the temporary directory goes")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
@@ -535,7 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         responder = stack.enter_context(challtestsrv(work))
         servers: dict[str, Server] = {}
         if "certwright" in labels:
-            servers["certwright"] = stack.enter_context(certwright_server(work, responder))
+            servers["certwright"] = stack.enter_context(
+                certwright_server(work, responder, args.workers))
         if "pebble" in labels:
             servers["pebble"] = stack.enter_context(pebble_server(work, responder))
 
@@ -570,6 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "platform": platform.platform(), "pebble": pebble_version()},
         "count": args.count, "clients": args.clients, "rounds": args.rounds,
+        "certwright_workers": args.workers,
         "warmup_per_client": args.warmup, "poll_s": args.poll,
         "servers": {x: {"median": summary(rounds[x]),
                         "rounds": [r.as_json() for r in rounds[x]]} for x in labels},
@@ -588,7 +604,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"\nACME end to end: {args.count} certificates a round, {args.clients} clients, "
-          f"{args.rounds} rounds (median), poll every {1000 * args.poll:.0f} ms; "
+          f"{args.rounds} rounds (median), poll every {1000 * args.poll:.0f} ms, "
+          f"certwright --workers {args.workers}; "
           f"Python {platform.python_version()}, {os.cpu_count()} CPUs")
     cols = [("certs_per_s", "certs/s", "{:.1f}"), ("p50_ms", "p50 ms", "{:.0f}"),
             ("p99_ms", "p99 ms", "{:.0f}"), ("server_cpu_ms_per_cert", "server CPU-ms",

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -158,10 +158,11 @@ def _stop(proc: subprocess.Popen[bytes], port: int) -> tuple[int, float]:
 
 
 @contextlib.contextmanager
-def serving(base: Path, configure: Callable[[Path], None] | None = None
-            ) -> Iterator[Served]:
+def serving(base: Path, configure: Callable[[Path], None] | None = None,
+            serve_args: Sequence[str] = ()) -> Iterator[Served]:
     """``configure(data)``, if given, runs after ``certwright init`` and before the server
-    starts: it may edit ``data / "certwright.yaml"`` (ACME validation ports, profiles)."""
+    starts: it may edit ``data / "certwright.yaml"`` (ACME validation ports, profiles).
+    ``serve_args`` go to ``certwright serve`` (``--workers 2``)."""
     require_peer("curl", "curl")
     require_peer("openssl", "openssl")
     data = base / "ca"
@@ -176,7 +177,7 @@ def serving(base: Path, configure: Callable[[Path], None] | None = None
     root = x509.load_pem_x509_certificate((data / "root.pem").read_bytes())
     log, out = base / "serve.err", base / "serve.out"
     with log.open("wb") as err_file, out.open("wb") as out_file:
-        proc = subprocess.Popen([CERTWRIGHT, "serve", "--data", str(data)],
+        proc = subprocess.Popen([CERTWRIGHT, "serve", "--data", str(data), *serve_args],
                                 stdout=out_file, stderr=err_file)
     served = Served(data, http_port, https_port, hierarchy.issuer_id(issuing),
                     hierarchy.issuer_id(root), log)

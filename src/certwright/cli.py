@@ -108,14 +108,17 @@ def init(data: Path, key_type: str, org: str, hostnames: tuple[str, ...], http: 
 @click.option("--https", default=None, help="HTTPS listener HOST:PORT (default: config).")
 @click.option("--init", "init_missing", is_flag=True,
               help="Initialize a CA with the defaults first if DATA holds none.")
-def serve(data: Path, http: str | None, https: str | None, init_missing: bool) -> None:
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Server processes sharing the listeners (default: config server.workers).")
+def serve(data: Path, http: str | None, https: str | None, init_missing: bool,
+          workers: int | None) -> None:
     """Run the server: HTTPS for enrollment, plain HTTP for CRL, OCSP and health."""
     from certwright.server.run import run
 
     if init_missing and not datadir.Layout(data).initialized():
         datadir.init(data)
         click.echo(f"initialized a new CA in {data}")
-    run(data, http=http, https=https)
+    run(data, http=http, https=https, workers=workers)
 
 
 @main.group()

@@ -270,6 +270,9 @@ class ServerSettings(Strict):
     http_url: str = "http://127.0.0.1:8080"
     https_url: str = "https://localhost:8443"
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Server processes sharing the listening sockets (`serve --workers`): one Python
+    # process uses one core at most. The store already serves several replicas.
+    workers: int = Field(default=1, ge=1, le=64)
 
     @field_validator("http_url", "https_url")
     @classmethod

@@ -53,11 +53,16 @@ def _current(cert_path: Path, names: Names, now: dt.datetime) -> bool:
     return have == want and left > lifetime / 3
 
 
+def paths(tls_dir: Path) -> tuple[Path, Path]:
+    """(certificate chain path, key path) of the listener in ``tls_dir``."""
+    return tls_dir / "server.pem", tls_dir / "server.key"
+
+
 def ensure(ca: CertificateAuthority, tls_dir: Path) -> tuple[Path, Path]:
     """Return (certificate chain path, key path), issuing a new pair when needed."""
     hostnames = ca.config.server.hostnames
     names = _names(hostnames)
-    cert_path, key_path = tls_dir / "server.pem", tls_dir / "server.key"
+    cert_path, key_path = paths(tls_dir)
     now = ca.clock.now()
     if key_path.exists() and _current(cert_path, names, now):
         return cert_path, key_path

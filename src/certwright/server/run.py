@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
+import os
 import signal
 import socket
 import ssl
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -78,24 +82,68 @@ def listen(host: str, port: int, what: str) -> list[socket.socket]:
 UPKEEP_INTERVAL = 600.0  # seconds
 
 
-async def _upkeep(ca: CertificateAuthority, data: Path, tls: ssl.SSLContext | None) -> None:
+async def _upkeep(ca: CertificateAuthority, data: Path, tls: ssl.SSLContext | None, *,
+                  renew: bool = True) -> None:
     """Keep the published CRL ahead of its nextUpdate even when nobody fetches it, and
-    the HTTPS listener's certificate renewed (new handshakes pick the new one up)."""
+    the HTTPS listener's certificate renewed (new handshakes pick the new one up).
+    Extra worker processes (``renew=False``) only reload the certificate the first
+    process renews."""
     while True:
         await asyncio.sleep(UPKEEP_INTERVAL)
         try:
-            await asyncio.to_thread(ca.crl.current)
-            cert, key = await asyncio.to_thread(listener_cert.ensure, ca,
-                                                datadir.Layout(data).tls_dir)
+            tls_dir = datadir.Layout(data).tls_dir
+            if renew:
+                await asyncio.to_thread(ca.crl.current)
+                cert, key = await asyncio.to_thread(listener_cert.ensure, ca, tls_dir)
+            else:
+                cert, key = listener_cert.paths(tls_dir)
             if tls is not None:
                 tls.load_cert_chain(str(cert), str(key))
         except Exception:
             log.exception("upkeep failed; retrying in %s s", UPKEEP_INTERVAL)
 
 
-def run(data: Path, *, http: str | None = None, https: str | None = None) -> None:
+def _fork_workers(count: int, ca: CertificateAuthority) -> tuple[list[int], bool]:
+    """Fork ``count`` more server processes on the listening sockets bound so far (the
+    kernel spreads connections over every process accepting on them). Returns the
+    children's pids and whether this is a child. Forking happens before any event loop
+    or thread exists; a child drops the parent's pooled database connections."""
+    children: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            ca.store.after_fork()
+            return [], True
+        children.append(pid)
+    return children, False
+
+
+async def _watch(children: list[int], lost: list[int], stop: Callable[[], None]) -> None:
+    """A worker that dies is a server that is broken: say so and stop them all, so the
+    supervisor (systemd, a container runtime) restarts the whole server."""
+    while children:
+        await asyncio.sleep(0.5)
+        for pid in list(children):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                children.remove(pid)
+                lost.append(pid)
+                log.error("worker process %d exited (%s); stopping the server", pid,
+                          f"signal {-os.waitstatus_to_exitcode(status)}"
+                          if os.WIFSIGNALED(status)
+                          else f"code {os.waitstatus_to_exitcode(status)}")
+                stop()
+                return
+
+
+def run(data: Path, *, http: str | None = None, https: str | None = None,
+        workers: int | None = None) -> None:
     ca = datadir.open_ca(data, migrate=True)
     listeners: list[socket.socket] = []
+    children: list[int] = []
+    lost: list[int] = []  # workers that died on their own
+    is_child = False
+    failed = False
     try:
         settings = ca.config.server
         http_host, http_port = split_hostport(http or settings.http_listen, "--http")
@@ -119,6 +167,9 @@ def run(data: Path, *, http: str | None = None, https: str | None = None) -> Non
         https_socks = listen(https_host, https_port, "--https")
         listeners += https_socks
         servers = [uvicorn.Server(c) for c in configs]
+        count = workers if workers is not None else settings.workers
+        if count < 1:
+            raise config_error(f"--workers {count}: at least 1")
 
         layout = datadir.Layout(data)
         print(f"certwright serving CA {ca.authority.issuer_id}", flush=True)
@@ -127,6 +178,11 @@ def run(data: Path, *, http: str | None = None, https: str | None = None) -> Non
         print(f"  CRL, OCSP (HTTP):   http://{http_host}:{http_port}/  "
               f"(as {settings.http_url})", flush=True)
         print(f"  trust anchor:       {layout.root_pem.resolve()}", flush=True)
+        if count > 1:
+            print(f"  worker processes:   {count}", flush=True)
+        children, is_child = _fork_workers(count - 1, ca)
+
+        signalled: set[int] = set()
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
@@ -137,25 +193,67 @@ def run(data: Path, *, http: str | None = None, https: str | None = None) -> Non
                     if s.should_exit:
                         s.force_exit = True
                     s.should_exit = True
+                for pid in children:
+                    if pid not in signalled:  # each worker is told once
+                        signalled.add(pid)
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGTERM)
 
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop)
-            upkeep = asyncio.create_task(_upkeep(ca, data, configs[1].ssl))
+            upkeep = asyncio.create_task(_upkeep(ca, data, configs[1].ssl,
+                                                 renew=not is_child))
+            watcher = asyncio.create_task(_watch(children, lost, stop))
             tasks = [asyncio.create_task(servers[0]._serve(http_socks)),
                      asyncio.create_task(servers[1]._serve(https_socks))]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             stop()
             await asyncio.gather(*tasks, return_exceptions=True)
             upkeep.cancel()
+            watcher.cancel()
             for t in done:
                 error = t.exception()
                 if error is not None:
                     raise error
 
-        asyncio.run(main())
+        try:
+            asyncio.run(main())
+        except BaseException:
+            failed = True
+            if not is_child:
+                raise
+            log.exception("worker process %d failed", os.getpid())
     finally:
         for s in listeners:
             s.close()
         ca.store.close()
-    if any(not s.started for s in servers):
+        if is_child:
+            # A worker ends here: never back into the command line code of its parent.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1 if failed or any(not s.started for s in servers) else 0)
+        failed = _reap(children) or failed or bool(lost)
+    if failed or any(not s.started for s in servers):
         sys.exit(1)
+
+
+def _reap(children: list[int]) -> bool:
+    """Wait for the workers to finish (they got SIGTERM); True if one failed."""
+    failed = False
+    deadline = time.monotonic() + GRACEFUL_SHUTDOWN + 5
+    for pid in children:
+        while True:
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                failed = failed or os.waitstatus_to_exitcode(status) != 0
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                failed = True
+                break
+            time.sleep(0.05)
+    return failed

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import json
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -182,15 +184,67 @@ def make_engine(url: str, data_dir: Path | None = None) -> Engine:
                        "(use sqlite:/// or postgresql://)")
 
 
+class WriterLock:
+    """SQLite admits one writer at a time. Writers queue here, in order, instead of in
+    SQLite's busy handler, which sleeps 1, 2, 5, 10... ms between retries and makes the
+    slowest requests wait far longer than the work in front of them.
+
+    Threads of one process queue on a re-entrant lock; processes sharing the database
+    file (``serve --workers``, several servers on one data directory) on an exclusive
+    ``flock`` of ``<database>-writer.lock``, which the kernel hands to the next waiter the
+    moment it is released. The lock file is opened per process (after a fork the child
+    opens its own: an inherited descriptor would share the parent's lock). SQLite's own
+    lock stays the rule; this only decides who asks for it next.
+    """
+
+    def __init__(self, lock_path: Path | None) -> None:
+        self._threads = threading.RLock()
+        self._path = lock_path
+        self._fd: int | None = None
+        self._pid = 0
+        self._depth = 0
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        self._depth += 1
+        if self._depth == 1 and self._path is not None:
+            try:
+                fcntl.flock(self._file(), fcntl.LOCK_EX)
+            except BaseException:
+                self._depth -= 1
+                self._threads.release()
+                raise
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0 and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def _file(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            assert self._path is not None
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+                               | os.O_NOFOLLOW, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # SQLite admits one writer; threads of this process queue here, in order, instead
-        # of in SQLite's busy handler, which sleeps 1, 2, 5, 10... ms between retries and
-        # makes the slowest requests wait far longer than the work in front of them.
-        # Other processes still meet SQLite's own lock.
-        self._writers: contextlib.AbstractContextManager[Any] = (
-            threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext())
+        self._writers: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if engine.dialect.name == "sqlite":
+            db = engine.url.database
+            self._writers = WriterLock(
+                Path(db + "-writer.lock") if db and db != ":memory:" else None)
         # The connection of the unit of work (``unit()``) open on this thread, if any.
         self._ambient = threading.local()
 
@@ -200,6 +254,13 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if isinstance(self._writers, WriterLock):
+            self._writers.close()
+
+    def after_fork(self) -> None:
+        """In a forked child: drop the parent's pooled connections without closing them
+        (they belong to the parent); the child opens its own."""
+        self.engine.dispose(close=False)
 
     # -- schema -------------------------------------------------------------------------
 

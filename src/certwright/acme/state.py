@@ -41,6 +41,55 @@ _NONCE_SWEEP = NONCES.delete().where(
     NONCES.c.expires_at < sa.bindparam("now", type_=NONCES.c.expires_at.type))
 _NONCE_KEY_SETTING = "acme.nonce_key"
 _ACCOUNT_BY_ID = sa.select(ACCOUNTS).where(ACCOUNTS.c.id == sa.bindparam("id"))
+_AUTHZ_BY_ID = sa.select(AUTHZS).where(AUTHZS.c.id == sa.bindparam("id"))
+_CHALLENGES_OF_AUTHZ = (sa.select(CHALLENGES).where(CHALLENGES.c.authz_id == sa.bindparam("id"))
+                        .order_by(CHALLENGES.c.type))
+_CHALLENGE_BY_ID = sa.select(CHALLENGES).where(CHALLENGES.c.id == sa.bindparam("id"))
+_AUTHZ_STATE = (sa.select(AUTHZS.c.status, AUTHZS.c.expires_at)
+                .where(AUTHZS.c.id == sa.bindparam("id")))
+_AUTHZ_STATES = (sa.select(AUTHZS.c.status, AUTHZS.c.expires_at)
+                 .where(AUTHZS.c.id.in_(sa.bindparam("ids", expanding=True))))
+_CHALLENGE_START = (CHALLENGES.update()
+                    .where(CHALLENGES.c.id == sa.bindparam("key"), CHALLENGES.c.status == "pending")
+                    .values(status="processing"))
+_CHALLENGE_FINISH = (CHALLENGES.update().where(CHALLENGES.c.id == sa.bindparam("key"))
+                     .values(status=sa.bindparam("new_status"),
+                             validated_at=sa.bindparam("at"),
+                             error=sa.bindparam("new_error")))
+_AUTHZ_VALIDATED = (AUTHZS.update()
+                    .where(AUTHZS.c.id == sa.bindparam("key"), AUTHZS.c.status == "pending")
+                    .values(status="valid", expires_at=sa.bindparam("expires")))
+_AUTHZ_FAILED = (AUTHZS.update()
+                 .where(AUTHZS.c.id == sa.bindparam("key"), AUTHZS.c.status == "pending")
+                 .values(status="invalid"))
+_AUTHZ_REUSE = (sa.select(AUTHZS.c.id).where(
+    AUTHZS.c.account_id == sa.bindparam("account_id"), AUTHZS.c.profile == sa.bindparam("profile"),
+    AUTHZS.c.identifier_type == sa.bindparam("type"),
+    AUTHZS.c.identifier_value == sa.bindparam("value"),
+    AUTHZS.c.wildcard == sa.bindparam("wildcard"),
+    AUTHZS.c.status.in_(("valid", "pending")),
+    AUTHZS.c.expires_at > sa.bindparam("after", type_=AUTHZS.c.expires_at.type))
+    .order_by(AUTHZS.c.status.desc(), AUTHZS.c.expires_at.desc())  # valid first
+    .limit(1))
+_AUTHZ_INSERT = AUTHZS.insert()
+_CHALLENGE_INSERT = CHALLENGES.insert()
+_ORDER_INSERT = ORDERS.insert()
+_ORDER_BY_ID = sa.select(ORDERS).where(ORDERS.c.id == sa.bindparam("id"))
+_ORDER_MOVE = (ORDERS.update()
+               .where(ORDERS.c.id == sa.bindparam("key"), ORDERS.c.status == sa.bindparam("was"))
+               .values(status=sa.bindparam("new_status"), error=sa.bindparam("new_error")))
+_ORDER_BEGIN_FINALIZE = (ORDERS.update()
+                         .where(ORDERS.c.id == sa.bindparam("key"), ORDERS.c.status == "ready")
+                         .values(status="processing"))
+_ORDER_ISSUED = (ORDERS.update().where(ORDERS.c.id == sa.bindparam("key"))
+                 .values(status="valid", serial=sa.bindparam("new_serial")))
+_ORDERS_SINCE = sa.select(sa.func.count()).select_from(ORDERS).where(
+    ORDERS.c.created_at >= sa.bindparam("since", type_=ORDERS.c.created_at.type))
+_ORDERS_OF_ACCOUNT_SINCE = _ORDERS_SINCE.where(ORDERS.c.account_id == sa.bindparam("account_id"))
+_ORDERS_OF_PROFILE_SINCE = _ORDERS_SINCE.where(ORDERS.c.profile == sa.bindparam("profile"))
+_PENDING_AUTHZS = sa.select(sa.func.count()).select_from(AUTHZS).where(
+    AUTHZS.c.account_id == sa.bindparam("account_id"), AUTHZS.c.status == "pending",
+    AUTHZS.c.expires_at > sa.bindparam("now", type_=AUTHZS.c.expires_at.type))
 
 
 class NonceIssuer:
@@ -310,31 +359,25 @@ class AcmeState:
 
     def authorization(self, authz_id: str) -> Authorization | None:
         with self.store.read() as conn:
-            r = conn.execute(sa.select(AUTHZS).where(AUTHZS.c.id == authz_id)).first()
+            r = conn.execute(_AUTHZ_BY_ID, {"id": authz_id}).first()
             if r is None:
                 return None
-            chals = conn.execute(sa.select(CHALLENGES).where(CHALLENGES.c.authz_id == authz_id)
-                                 .order_by(CHALLENGES.c.type)).all()
+            chals = conn.execute(_CHALLENGES_OF_AUTHZ, {"id": authz_id}).all()
         return _authz(r, tuple(_challenge(c) for c in chals))
 
     def challenge(self, challenge_id: str) -> Challenge | None:
         with self.store.read() as conn:
-            r = conn.execute(sa.select(CHALLENGES).where(CHALLENGES.c.id == challenge_id)
-                             ).first()
+            r = conn.execute(_CHALLENGE_BY_ID, {"id": challenge_id}).first()
         return _challenge(r) if r else None
 
     def start_challenge(self, challenge: Challenge) -> bool:
         """pending -> processing, for one caller only; the authz must still be pending."""
         with self.store.state_write() as conn:
-            authz = conn.execute(sa.select(AUTHZS.c.status, AUTHZS.c.expires_at)
-                                 .where(AUTHZS.c.id == challenge.authz_id)).first()
+            authz = conn.execute(_AUTHZ_STATE, {"id": challenge.authz_id}).first()
             if authz is None or authz.status != "pending" or (
                     authz.expires_at <= self.clock.now()):
                 return False
-            r = conn.execute(CHALLENGES.update().where(
-                CHALLENGES.c.id == challenge.id, CHALLENGES.c.status == "pending"
-            ).values(status="processing"))
-            return r.rowcount == 1
+            return conn.execute(_CHALLENGE_START, {"key": challenge.id}).rowcount == 1
 
     def release_interrupted_challenges(self) -> int:
         """Put challenges left "processing" back to "pending" (their validation ran in a
@@ -351,19 +394,14 @@ class AcmeState:
         authorization then lives ``valid_for`` (it is reused for new orders until then)."""
         now = self.clock.now()
         with self.store.state_write() as conn:
+            conn.execute(_CHALLENGE_FINISH, {
+                "key": challenge.id, "new_status": "valid" if error is None else "invalid",
+                "at": now, "new_error": json.dumps(error) if error else None})
             if error is None:
-                conn.execute(CHALLENGES.update().where(CHALLENGES.c.id == challenge.id)
-                             .values(status="valid", validated_at=now))
-                conn.execute(AUTHZS.update().where(AUTHZS.c.id == challenge.authz_id,
-                                                   AUTHZS.c.status == "pending")
-                             .values(status="valid", expires_at=now + valid_for))
+                conn.execute(_AUTHZ_VALIDATED, {"key": challenge.authz_id,
+                                                "expires": now + valid_for})
             else:
-                conn.execute(CHALLENGES.update().where(CHALLENGES.c.id == challenge.id)
-                             .values(status="invalid", validated_at=now,
-                                     error=json.dumps(error)))
-                conn.execute(AUTHZS.update().where(AUTHZS.c.id == challenge.authz_id,
-                                                   AUTHZS.c.status == "pending")
-                             .values(status="invalid"))
+                conn.execute(_AUTHZ_FAILED, {"key": challenge.authz_id})
 
     def deactivate_authorization(self, authz_id: str) -> None:
         with self.store.state_write() as conn:
@@ -389,47 +427,42 @@ class AcmeState:
                                                  ORDERS.c.status != "invalid")).first():
                 raise AlreadyReplaced(replaces)
             for ident, wildcard in identifiers:
-                reuse = conn.execute(
-                    sa.select(AUTHZS.c.id).where(
-                        AUTHZS.c.account_id == account_id, AUTHZS.c.profile == profile,
-                        AUTHZS.c.identifier_type == ident.type,
-                        AUTHZS.c.identifier_value == ident.value,
-                        AUTHZS.c.wildcard == wildcard,
-                        AUTHZS.c.status.in_(("valid", "pending")),
-                        AUTHZS.c.expires_at > now + dt.timedelta(hours=1))
-                    .order_by(AUTHZS.c.status.desc(), AUTHZS.c.expires_at.desc())  # valid first
-                    .limit(1)).first()
+                reuse = conn.execute(_AUTHZ_REUSE, {
+                    "account_id": account_id, "profile": profile, "type": ident.type,
+                    "value": ident.value, "wildcard": wildcard,
+                    "after": now + dt.timedelta(hours=1)}).first()
                 if reuse is not None:
                     authz_ids.append(reuse.id)
                     continue
                 authz_id = new_id()
-                conn.execute(AUTHZS.insert().values(
-                    id=authz_id, account_id=account_id, profile=profile,
-                    identifier_type=ident.type, identifier_value=ident.value,
-                    wildcard=wildcard, status="pending", expires_at=now + authz_lifetime,
-                    created_at=now))
-                for ctype in challenge_types[ident]:
-                    conn.execute(CHALLENGES.insert().values(
-                        id=new_id(), authz_id=authz_id, type=ctype,
-                        token=secrets.token_urlsafe(32), status="pending"))
+                conn.execute(_AUTHZ_INSERT, {
+                    "id": authz_id, "account_id": account_id, "profile": profile,
+                    "identifier_type": ident.type, "identifier_value": ident.value,
+                    "wildcard": wildcard, "status": "pending",
+                    "expires_at": now + authz_lifetime, "created_at": now})
+                conn.execute(_CHALLENGE_INSERT, [
+                    {"id": new_id(), "authz_id": authz_id, "type": ctype,
+                     "token": secrets.token_urlsafe(32), "status": "pending",
+                     "validated_at": None, "error": None}
+                    for ctype in challenge_types[ident]])
                 authz_ids.append(authz_id)
-            conn.execute(ORDERS.insert().values(
-                id=order_id, account_id=account_id, profile=profile, status="pending",
-                identifiers=json.dumps([i.as_json() for i, _ in identifiers]),
-                authorizations=json.dumps(authz_ids), not_before=not_before,
-                not_after=not_after, expires_at=now + order_lifetime, error=None,
-                serial=None, request_id=None, created_at=now, replaces=replaces))
-        order = self.order(order_id)
+            conn.execute(_ORDER_INSERT, {
+                "id": order_id, "account_id": account_id, "profile": profile,
+                "status": "pending",
+                "identifiers": json.dumps([i.as_json() for i, _ in identifiers]),
+                "authorizations": json.dumps(authz_ids), "not_before": not_before,
+                "not_after": not_after, "expires_at": now + order_lifetime, "error": None,
+                "serial": None, "request_id": None, "created_at": now, "replaces": replaces})
+            order = self.order(order_id, conn)
         assert order is not None
         return order
 
     def order(self, order_id: str, conn: Connection | None = None) -> Order | None:
-        q = sa.select(ORDERS).where(ORDERS.c.id == order_id)
         if conn is not None:
-            r = conn.execute(q).first()
+            r = conn.execute(_ORDER_BY_ID, {"id": order_id}).first()
         else:
             with self.store.read() as c:
-                r = c.execute(q).first()
+                r = c.execute(_ORDER_BY_ID, {"id": order_id}).first()
         return _order(r) if r else None
 
     def refresh_order(self, order: Order) -> Order:
@@ -443,8 +476,7 @@ class AcmeState:
                                             "detail": "the order expired", "status": 400}
         else:
             with self.store.read() as conn:
-                rows = conn.execute(sa.select(AUTHZS.c.status, AUTHZS.c.expires_at)
-                                    .where(AUTHZS.c.id.in_(order.authz_ids))).all()
+                rows = conn.execute(_AUTHZ_STATES, {"ids": list(order.authz_ids)}).all()
             statuses = ["expired" if r.status in ("pending", "valid") and r.expires_at <= now
                         else r.status for r in rows]
             error = None
@@ -460,10 +492,9 @@ class AcmeState:
         if new_status == order.status:
             return order
         with self.store.state_write() as conn:
-            conn.execute(ORDERS.update().where(ORDERS.c.id == order.id,
-                                               ORDERS.c.status == order.status)
-                         .values(status=new_status,
-                                 error=json.dumps(error) if error else None))
+            conn.execute(_ORDER_MOVE, {"key": order.id, "was": order.status,
+                                       "new_status": new_status,
+                                       "new_error": json.dumps(error) if error else None})
             fresh = self.order(order.id, conn)
         assert fresh is not None
         return fresh
@@ -471,10 +502,7 @@ class AcmeState:
     def begin_finalize(self, order_id: str) -> bool:
         """ready -> processing: true for exactly one of any number of concurrent calls."""
         with self.store.state_write() as conn:
-            r = conn.execute(ORDERS.update().where(ORDERS.c.id == order_id,
-                                                   ORDERS.c.status == "ready")
-                             .values(status="processing"))
-            return r.rowcount == 1
+            return conn.execute(_ORDER_BEGIN_FINALIZE, {"key": order_id}).rowcount == 1
 
     def end_finalize(self, order_id: str, *, serial: str | None = None,
                      request_id: str | None = None, error: dict[str, Any] | None = None
@@ -487,7 +515,10 @@ class AcmeState:
         else:
             values = {"status": "processing", "request_id": request_id}
         with self.store.state_write() as conn:
-            conn.execute(ORDERS.update().where(ORDERS.c.id == order_id).values(**values))
+            if serial is not None:  # the common case, a statement built once
+                conn.execute(_ORDER_ISSUED, {"key": order_id, "new_serial": serial})
+            else:
+                conn.execute(ORDERS.update().where(ORDERS.c.id == order_id).values(**values))
             order = self.order(order_id, conn)
         assert order is not None
         return order
@@ -502,13 +533,13 @@ class AcmeState:
 
     def count_orders(self, *, since: dt.datetime, account_id: str | None = None,
                      profile: str | None = None) -> int:
-        q = sa.select(sa.func.count()).select_from(ORDERS).where(ORDERS.c.created_at >= since)
-        if account_id is not None:
-            q = q.where(ORDERS.c.account_id == account_id)
-        if profile is not None:
-            q = q.where(ORDERS.c.profile == profile)
+        if (account_id is None) == (profile is None):
+            raise ValueError("count the orders of one account or of one profile")
+        q, params = ((_ORDERS_OF_ACCOUNT_SINCE, {"since": since, "account_id": account_id})
+                     if account_id is not None
+                     else (_ORDERS_OF_PROFILE_SINCE, {"since": since, "profile": profile}))
         with self.store.read() as conn:
-            return int(conn.execute(q).scalar_one())
+            return int(conn.execute(q, params).scalar_one())
 
     def oldest_order_since(self, *, since: dt.datetime, account_id: str | None = None,
                            profile: str | None = None) -> dt.datetime | None:
@@ -525,10 +556,8 @@ class AcmeState:
 
     def count_pending_authorizations(self, account_id: str) -> int:
         with self.store.read() as conn:
-            return int(conn.execute(
-                sa.select(sa.func.count()).select_from(AUTHZS).where(
-                    AUTHZS.c.account_id == account_id, AUTHZS.c.status == "pending",
-                    AUTHZS.c.expires_at > self.clock.now())).scalar_one())
+            return int(conn.execute(_PENDING_AUTHZS, {"account_id": account_id,
+                                                      "now": self.clock.now()}).scalar_one())
 
 
 class EabAlreadyUsed(Exception):

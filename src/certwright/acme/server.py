@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import dataclasses
 import datetime as dt
 import ipaddress
 import json
 import logging
+import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
-import anyio.to_thread
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from certwright.acme import jws
 from certwright.acme.jws import Envelope
@@ -48,6 +48,9 @@ PROBLEM = "application/problem+json"
 PEM_CHAIN = "application/pem-certificate-chain"
 RETRY_AFTER_PROCESSING = "2"
 MAX_CONCURRENT_VALIDATIONS = 32
+HANDLER_THREADS = 32  # requests handled at once (each holds a thread while it runs)
+ACCOUNT_KEY_CACHE = 4096  # imported account keys kept
+T = TypeVar("T")
 _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 # RFC 8555 7.6 / RFC 5280 5.3.1 reason codes a subscriber may give.
@@ -118,81 +121,140 @@ class AcmeServer:
         ski = ca.chain[0].extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
         self._issuer_key_id = ski.value.digest
         self._issuer_der = ca.chain[0].public_bytes(serialization.Encoding.DER)
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._account_keys: dict[tuple[str, str], jws.AnyKey] = {}
+        self._inline = {self.directory, self.new_nonce}
+        self._routes = self._table()
 
     # -- routing ------------------------------------------------------------------------
 
-    def routes(self) -> list[Route]:
-        p = "/acme/{profile}"
-        get = ("GET",)
+    def _table(self) -> list[tuple[re.Pattern[str], Callable[[Ctx], Reply],
+                                   tuple[str, ...], bool]]:
+        get = ("GET", "HEAD")
+        post = ("POST",)
+        seg = r"(?P<{}>[^/]+)"
+        p = "/acme/" + seg.format("profile")
 
-        def r(path: str, handler: Callable[[Ctx], Reply], methods: tuple[str, ...] = ("POST",),
-              default: bool = False) -> Route:
-            # The Route takes every method: one a resource does not take is answered by
-            # _route with a problem document (RFC 8555 6.7), not Starlette's plain 405.
-            return Route(path, self._route(handler, methods, default), methods=_ANY_METHOD)
+        def r(path: str, handler: Callable[[Ctx], Reply], methods: tuple[str, ...] = post,
+              default: bool = False) -> tuple[re.Pattern[str], Callable[[Ctx], Reply],
+                                               tuple[str, ...], bool]:
+            return re.compile(f"^{path}$"), handler, methods, default
 
         return [
             r("/acme/directory", self.directory, get, default=True),
             r(p + "/directory", self.directory, get),
             r(p + "/new-nonce", self.new_nonce, get),
             r(p + "/new-account", self.new_account),
-            r(p + "/acct/{id}", self.account),
-            r(p + "/acct/{id}/orders", self.orders),
+            r(p + "/acct/" + seg.format("id"), self.account),
+            r(p + "/acct/" + seg.format("id") + "/orders", self.orders),
             r(p + "/key-change", self.key_change),
             r(p + "/new-order", self.new_order),
-            r(p + "/order/{id}", self.order),
-            r(p + "/order/{id}/finalize", self.finalize),
-            r(p + "/authz/{id}", self.authorization),
-            r(p + "/chall/{id}", self.challenge),
-            r(p + "/cert/{serial}", self.certificate),
+            r(p + "/order/" + seg.format("id"), self.order),
+            r(p + "/order/" + seg.format("id") + "/finalize", self.finalize),
+            r(p + "/authz/" + seg.format("id"), self.authorization),
+            r(p + "/chall/" + seg.format("id"), self.challenge),
+            r(p + "/cert/" + seg.format("serial"), self.certificate),
             r(p + "/revoke-cert", self.revoke),
-            r(p + "/renewal-info/{certid:path}", self.renewal_info, get),
+            r(p + "/renewal-info/(?P<certid>.*)", self.renewal_info, get),
         ]
 
-    def _route(self, handler: Callable[[Ctx], Reply], methods: tuple[str, ...] = ("POST",),
-               default: bool = False) -> Callable[[Request], Awaitable[Response]]:
-        allowed = (*methods, "HEAD") if "GET" in methods else methods
+    def routes(self) -> list[Route]:
+        """The front-end for a Starlette application (tests). The server dispatches
+        ``/acme/`` to ``asgi`` directly (``server/app.py``), without Starlette's
+        middleware: it was a third of the cost of a request."""
+        return [Route("/acme/{rest:path}", _AsgiApp(self.asgi), methods=_ANY_METHOD)]
 
-        async def endpoint(request: Request) -> Response:
-            name = (self.ca.config.default_profile if default
-                    else request.path_params.get("profile", ""))
-            base = f"{str(request.base_url).rstrip('/')}/acme/{name}"
-            ctx: Ctx | None = None
-            try:
-                profile = self._acme_profile(name)
-                if request.method not in allowed:
-                    raise AcmeProblem("malformed", f"{request.method} is not allowed here; "
-                                      f"use {' or '.join(allowed)}", 405,
-                                      headers={"Allow": ", ".join(allowed)})
-                body = await request.body() if request.method == "POST" else b""
-                ctx = Ctx(name, profile, base, str(request.url), request.method, body,
-                          dict(request.path_params),
-                          request.headers.get("content-type", "").split(";")[0].strip())
-                if request.method == "POST":
-                    reply = await anyio.to_thread.run_sync(self._in_unit, handler, ctx)
-                else:
-                    reply = await anyio.to_thread.run_sync(handler, ctx)
-            except AcmeProblem as problem:
-                reply = problem_reply(problem)
-            except CertwrightError as e:
-                reply = problem_reply(from_error(e))
-            except Exception:
-                log.exception("ACME request %s %s failed", request.method, request.url.path)
-                reply = problem_reply(AcmeProblem(
-                    "serverInternal", "the server could not process the request", 500))
-            if reply.background is not None:
-                task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-                    reply.background())
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            # RFC 8555 6.5: a nonce in every reply to a POST, and (SHOULD) in error replies;
-            # plain GETs (directory, renewalInfo) get none, so polling them writes nothing.
-            wants_nonce = (request.method == "POST" or handler == self.new_nonce
-                           or reply.media_type == PROBLEM)
-            return await self._render(reply, base, ctx.reply_nonce if ctx else None,
-                                      with_nonce=wants_nonce)
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every request under ``/acme/``, as a plain ASGI application."""
+        method = scope["method"]
+        path = scope["path"]
+        found = self._match(path)
+        if found is None:
+            reply = problem_reply(not_found("no such ACME resource"))
+            await self._send(send, await self._render(reply, "", with_nonce=True))
+            return
+        handler, methods, default, params = found
+        name = self.ca.config.default_profile if default else params.pop("profile")
+        origin = _origin(scope)
+        base = f"{origin}/acme/{name}"
+        ctx: Ctx | None = None
+        try:
+            profile = self._acme_profile(name)
+            if method not in methods:
+                raise AcmeProblem("malformed", f"{method} is not allowed here; "
+                                  f"use {' or '.join(methods)}", 405,
+                                  headers={"Allow": ", ".join(methods)})
+            body = await _body(receive) if method == "POST" else b""
+            query = scope.get("query_string", b"").decode("latin-1")
+            url = f"{origin}{path}" + (f"?{query}" if query else "")
+            content_type = ""
+            for key, value in scope["headers"]:
+                if key == b"content-type":
+                    content_type = value.decode("latin-1").split(";")[0].strip()
+                    break
+            ctx = Ctx(name, profile, base, url, method, body, params, content_type)
+            if method == "POST":
+                reply = await self._in_thread(self._in_unit, handler, ctx)
+            elif handler in self._inline:
+                reply = handler(ctx)  # no store, no I/O: not worth a thread hop
+            else:
+                reply = await self._in_thread(handler, ctx)
+        except AcmeProblem as problem:
+            reply = problem_reply(problem)
+        except CertwrightError as e:
+            reply = problem_reply(from_error(e))
+        except Exception:
+            log.exception("ACME request %s %s failed", method, path)
+            reply = problem_reply(AcmeProblem(
+                "serverInternal", "the server could not process the request", 500))
+        if reply.background is not None:
+            task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+                reply.background())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        # RFC 8555 6.5: a nonce in every reply to a POST, and (SHOULD) in error replies;
+        # plain GETs (directory, renewalInfo) get none, so polling them writes nothing.
+        wants_nonce = (method == "POST" or handler == self.new_nonce
+                       or reply.media_type == PROBLEM)
+        await self._send(send, await self._render(
+            reply, base, ctx.reply_nonce if ctx else None, with_nonce=wants_nonce))
 
-        return endpoint
+    def _match(self, path: str) -> tuple[Callable[[Ctx], Reply], tuple[str, ...], bool,
+                                         dict[str, str]] | None:
+        for pattern, handler, methods, default in self._routes:
+            match = pattern.match(path)
+            if match is not None:
+                return handler, methods, default, match.groupdict()
+        return None
+
+    @staticmethod
+    async def _send(send: Send, response: tuple[int, list[tuple[bytes, bytes]], bytes]
+                    ) -> None:
+        status, headers, content = response
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work (the store) on this server's threads. A plain executor:
+        anyio's to_thread costs about twice as much per call. Made on first use, so that
+        a worker process forked after start-up has threads of its own."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=HANDLER_THREADS, thread_name_prefix="acme")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _account_key(self, account: Account) -> jws.AnyKey:
+        """The account's public key, imported once (joserfc's JWK import costs about as
+        much as the signature check). Keyed by the thumbprint too: a key change is a new
+        entry."""
+        cache_key = (account.id, account.thumbprint)
+        key = self._account_keys.get(cache_key)
+        if key is None:
+            key = jws.import_key(account.jwk)
+            if len(self._account_keys) >= ACCOUNT_KEY_CACHE:
+                self._account_keys.clear()
+            self._account_keys[cache_key] = key
+        return key
 
     def _in_unit(self, handler: Callable[[Ctx], Reply], ctx: Ctx) -> Reply:
         """Run a POST handler as one unit of work: one store transaction, committed
@@ -210,23 +272,28 @@ class AcmeServer:
         return reply
 
     async def _render(self, reply: Reply, base: str, nonce: str | None = None, *,
-                      with_nonce: bool = True) -> Response:
+                      with_nonce: bool = True) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         headers = dict(reply.headers)
         if nonce is None and with_nonce:
             nonce = self.state.new_nonce(self.nonce_lifetime)  # from memory: no store write
         if nonce is not None:
             headers["Replay-Nonce"] = nonce
         headers["Cache-Control"] = "no-store"
-        link = f'<{base}/directory>;rel="index"'
-        headers["Link"] = f"{headers['Link']}, {link}" if "Link" in headers else link
+        if base:
+            link = f'<{base}/directory>;rel="index"'
+            headers["Link"] = f"{headers['Link']}, {link}" if "Link" in headers else link
         if reply.body is None:
             content = b""
         elif isinstance(reply.body, bytes):
             content = reply.body
         else:
             content = json.dumps(reply.body, indent=2).encode()
-        return Response(content, reply.status, headers=headers,
-                        media_type=reply.media_type if content else None)
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        if content:
+            raw.append((b"content-type", reply.media_type.encode("latin-1")))
+        if reply.status not in (204, 304):
+            raw.append((b"content-length", str(len(content)).encode()))
+        return reply.status, raw, content
 
     def _acme_profile(self, name: str) -> Profile:
         profile = self.ca.config.profiles.get(name)
@@ -261,7 +328,7 @@ class AcmeServer:
                 raise AcmeProblem("accountDoesNotExist", "no account with that kid", 400)
             if account.status != "valid":
                 raise _not_valid(account)
-            key = jws.import_key(account.jwk)
+            key = self._account_key(account)
         jws.verify(env, key)
         redeemed, ctx.reply_nonce = self.state.redeem_and_issue_nonce(env.nonce or "",
                                                                       self.nonce_lifetime)
@@ -838,8 +905,7 @@ class AcmeServer:
             except Exception:
                 log.exception("validation of %s for %s failed", chal.type, ident.value)
                 error = AcmeProblem("serverInternal", "validation failed", 500).as_json()
-            await anyio.to_thread.run_sync(self._record_validation, account, authz, chal,
-                                           error)
+            await self._in_thread(self._record_validation, account, authz, chal, error)
 
         return run
 
@@ -949,3 +1015,51 @@ def _not_valid(account: Account) -> AcmeProblem:
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+_AUTHORITY = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+
+def _origin(scope: Scope) -> str:
+    """scheme://host[:port] of the request as the client addressed it (its Host header),
+    or the listening address when the header is missing or not a host[:port]."""
+    scheme = scope.get("scheme", "https")
+    for key, value in scope["headers"]:
+        if key == b"host":
+            host = value.decode("latin-1")
+            if _AUTHORITY.match(host):
+                return f"{scheme}://{host}"
+            break
+    server = scope.get("server")
+    if not server:
+        return f"{scheme}://localhost"
+    host, port = server
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" + ("" if port == default else f":{port}")
+
+
+async def _body(receive: Receive) -> bytes:
+    """The request body (``server.app.BodyLimit`` has already capped its size)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+class _AsgiApp:
+    """Starlette treats a bound method as a request-response endpoint; an object with
+    ``__call__`` it mounts as an ASGI application."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Coroutine[Any, Any, None]]
+                 ) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)

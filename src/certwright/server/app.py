@@ -169,8 +169,30 @@ def build_http_app(ca: CertificateAuthority) -> ASGIApp:
     return BodyLimit(app, ca.config.server.max_body_bytes)
 
 
-def build_https_app(ca: CertificateAuthority, mounts: list[Any] | None = None) -> ASGIApp:
-    """The HTTPS listener. Protocol front-ends add their routes through ``mounts``."""
+class PrefixDispatch:
+    """Requests whose path starts with one of ``prefixes`` go straight to that front-end's
+    ASGI application; the rest to ``fallback`` (Starlette). A front-end that routes for
+    itself skips Starlette's middleware and router, which cost ACME about a third of
+    its per-request time (the body limit still applies: it wraps this)."""
+
+    def __init__(self, prefixes: dict[str, ASGIApp], fallback: ASGIApp) -> None:
+        self.prefixes = tuple(prefixes.items())
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            for prefix, app in self.prefixes:
+                if path.startswith(prefix):
+                    await app(scope, receive, send)
+                    return
+        await self.fallback(scope, receive, send)
+
+
+def build_https_app(ca: CertificateAuthority, mounts: list[Any] | None = None,
+                    prefixes: dict[str, ASGIApp] | None = None) -> ASGIApp:
+    """The HTTPS listener. Protocol front-ends add their routes through ``mounts``, or
+    take a whole path prefix with an ASGI application of their own (``prefixes``)."""
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -183,4 +205,7 @@ def build_https_app(ca: CertificateAuthority, mounts: list[Any] | None = None) -
         })
 
     routes: list[Any] = [Route("/health", health), Route("/", index), *(mounts or [])]
-    return BodyLimit(Starlette(routes=routes), ca.config.server.max_body_bytes)
+    app: ASGIApp = Starlette(routes=routes)
+    if prefixes:
+        app = PrefixDispatch(prefixes, app)
+    return BodyLimit(app, ca.config.server.max_body_bytes)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import uvicorn
 
-from certwright.acme.app import acme_routes
+from certwright.acme.app import acme_prefixes
 from certwright.ca import datadir
 from certwright.ca.service import CertificateAuthority
 from certwright.errors import CertwrightError, ErrorKind, config_error
@@ -155,7 +155,8 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
             uvicorn.Config(build_http_app(ca), host=http_host, port=http_port,
                            log_level="warning", access_log=False, lifespan="off",
                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN),
-            uvicorn.Config(build_https_app(ca, mounts=acme_routes(ca)), host=https_host, port=https_port,
+            uvicorn.Config(build_https_app(ca, prefixes=acme_prefixes(ca)),
+                           host=https_host, port=https_port,
                            ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
                            log_level="warning", access_log=False, lifespan="off",
                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN),

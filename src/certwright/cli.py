@@ -17,6 +17,7 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certwright.agent.cli import agent as agent_group
 from certwright.ca import datadir
 from certwright.ca.policy import EnrollmentRequest, Requester
 from certwright.ca.profiles import Protocol, parse_duration
@@ -418,6 +419,8 @@ def audit_export(data: Path) -> None:
         for rec in ca.store.iter_audit():
             click.echo(json.dumps(rec.as_json(), sort_keys=True))
 
+
+main.add_command(agent_group)
 
 if __name__ == "__main__":
     main()

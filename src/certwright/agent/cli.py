@@ -1,0 +1,286 @@
+"""``certwright agent``: plan, enroll, status, run, adopt."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from certwright.agent import adopt as adoptlib
+from certwright.agent.core import Agent, Plan
+from certwright.agent.daemon import Daemon
+from certwright.agent.spec import Spec, load_specs
+from certwright.agent.state import Enrollment, State
+from certwright.ca.profiles import parse_duration
+from certwright.clock import SystemClock
+from certwright.errors import CertwrightError, ErrorKind
+
+DEFAULT_SPECS = "/etc/certwright-agent/specs.d"
+DEFAULT_STATE = "/var/lib/certwright-agent"
+
+
+class Context:
+    def __init__(self, specs: Path, state: Path) -> None:
+        self.specs_path = specs
+        self.state_path = state
+
+    def specs(self, names: tuple[str, ...] = ()) -> list[Spec]:
+        specs = load_specs(self.specs_path)
+        if names:
+            known = {s.name: s for s in specs}
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise CertwrightError(ErrorKind.NOT_FOUND, f"no spec named {unknown[0]!r} in "
+                                      f"{self.specs_path}; known: {', '.join(sorted(known))}")
+            return [known[n] for n in names]
+        return specs
+
+    @contextlib.contextmanager
+    def agent(self) -> Iterator[Agent]:
+        state = State(self.state_path)
+        try:
+            yield Agent(state, SystemClock())
+        finally:
+            state.close()
+
+
+def _logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+@click.group("agent")
+@click.option("--specs", type=click.Path(path_type=Path),
+              default=lambda: os.environ.get("CERTWRIGHT_AGENT_SPECS", DEFAULT_SPECS),
+              show_default=f"{DEFAULT_SPECS} or $CERTWRIGHT_AGENT_SPECS",
+              help="A spec file or a directory of *.yaml specs.")
+@click.option("--state", type=click.Path(file_okay=False, path_type=Path),
+              default=lambda: os.environ.get("CERTWRIGHT_AGENT_STATE", DEFAULT_STATE),
+              show_default=f"{DEFAULT_STATE} or $CERTWRIGHT_AGENT_STATE",
+              help="The agent's state directory (its record of enrollments, ACME accounts).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+@click.pass_context
+def agent(ctx: click.Context, specs: Path, state: Path, log_level: str) -> None:
+    """The enrollment agent: gets, installs and renews this host's certificates."""
+    _logging(log_level)
+    ctx.obj = Context(specs, state)
+
+
+def _ts(t: dt.datetime | None) -> str:
+    return f"{t:%Y-%m-%d %H:%M}" if t else "-"
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    for row in [headers, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+
+
+@agent.command()
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.pass_obj
+def plan(obj: Context, names: tuple[str, ...], as_json: bool) -> None:
+    """Dry run: the names each spec derives and where from, its files, what is due."""
+    specs = obj.specs(names)
+    with obj.agent() as a:
+        enrolled = a.state.all()
+        plans = [a.plan(s, enrolled.get(s.name), lookup=False) for s in specs]
+    if as_json:
+        click.echo(json.dumps([p.as_json() for p in plans], indent=2))
+        return
+    for p in plans:
+        _print_plan(p)
+
+
+def _print_plan(p: Plan) -> None:
+    s = p.spec
+    click.echo(f"{s.name}: {'DUE' if p.due else 'not due'} ({p.reason})")
+    click.echo(f"  issuer    {s.issuer.protocol} {s.issuer.url} ({s.issuer.validation})")
+    if p.error:
+        click.echo(f"  names     ERROR {p.error}")
+    elif p.derived:
+        for n, srcs in p.derived.names.items():
+            click.echo(f"  name      {n:<40} from {'; '.join(srcs)}")
+        for sk in p.derived.skipped:
+            click.echo(f"  skipped   {sk.text!r:<40} from {sk.source}: {sk.reason}")
+    for n in p.added:
+        click.echo(f"  drift     + {n}")
+    for n in p.removed:
+        click.echo(f"  drift     - {n}")
+    click.echo(f"  key       {s.key}{' (reused on renewal)' if s.key.reuse else ''}")
+    for role, path in p.files.items():
+        click.echo(f"  file      {role:<10} {path}")
+
+
+@agent.command()
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="Enroll every spec (or every named one) now.")
+@click.pass_obj
+def enroll(obj: Context, names: tuple[str, ...], force: bool) -> None:
+    """Enroll now: the named specs, or every spec that is due."""
+    specs = obj.specs(names)
+    failed = []
+    with obj.agent() as a:
+        for s in specs:
+            p = a.plan(s)
+            if not (names or force or p.due):
+                click.echo(f"{s.name}: not due ({p.reason})")
+                continue
+            result = a.enroll(s, p.reason if p.due else "requested")
+            if result.ok:
+                click.echo(f"{s.name}: installed serial {result.serial}")
+            else:
+                failed.append(s.name)
+                click.echo(f"{s.name}: failed: {result.error}")
+    if failed:
+        raise CertwrightError(ErrorKind.INTERNAL, f"enrollment failed for {', '.join(failed)}")
+
+
+def _status_row(name: str, e: Enrollment | None, spec: Spec | None) -> dict[str, Any]:
+    if e is None:
+        assert spec is not None
+        return {"name": name, "issuer": spec.issuer.url, "protocol": spec.issuer.protocol,
+                "profile": spec.issuer.profile, "validation": spec.issuer.validation,
+                "serial": None, "not_after": None, "next_renewal": None, "last_error": None,
+                "failures": 0, "names": [], "spec_present": True}
+    return {"name": name, "issuer": e.issuer, "protocol": e.protocol, "profile": e.profile,
+            "validation": e.validation, "serial": e.serial,
+            "not_after": e.not_after.isoformat() if e.not_after else None,
+            "next_renewal": e.next_renewal.isoformat() if e.next_renewal else None,
+            "retry_at": e.retry_at.isoformat() if e.retry_at else None,
+            "last_error": e.last_error, "failures": e.failures, "names": list(e.names),
+            "account": e.account, "spec_present": spec is not None}
+
+
+@agent.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.pass_obj
+def status(obj: Context, as_json: bool) -> None:
+    """What the agent holds: one line per spec, from its record."""
+    try:
+        specs = {s.name: s for s in obj.specs()}
+    except CertwrightError as e:
+        if e.kind is not ErrorKind.CONFIG:
+            raise
+        click.echo(f"certwright: warning: {e}", err=True)
+        specs = {}
+    state = State(obj.state_path)
+    try:
+        enrolled = state.all()
+    finally:
+        state.close()
+    rows = [_status_row(n, enrolled.get(n), specs.get(n))
+            for n in sorted(set(specs) | set(enrolled))]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _table([[r["name"], r["issuer"], r["protocol"], r["profile"] or "-", r["validation"],
+             r["serial"] or "-", _ts(_dt(r["not_after"])), _ts(_dt(r["next_renewal"])),
+             (r["last_error"] or "-")[:80]] for r in rows],
+           ["NAME", "ISSUER", "PROTOCOL", "PROFILE", "VALIDATION", "SERIAL", "NOT AFTER",
+            "NEXT RENEWAL", "LAST ERROR"])
+
+
+def _dt(s: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(s) if s else None
+
+
+@agent.command()
+@click.option("--check-interval", default="1h", show_default=True,
+              help="How often to re-derive names (drift) when nothing else is due.")
+@click.pass_obj
+def run(obj: Context, check_interval: str) -> None:
+    """Run as a daemon: renew what is due; SIGHUP re-reads specs, SIGTERM stops."""
+    try:
+        interval = parse_duration(check_interval)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--check-interval") from None
+    with obj.agent() as a:
+        code = Daemon(obj.specs, a, a.clock, check_interval=interval).run()
+    sys.exit(code)
+
+
+@agent.command()
+@click.argument("certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key", "keyfile", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="The new spec's name.")
+@click.option("--trust-anchor", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The CA certificate its chain must verify to.")
+@click.option("--acme-directory", help="Renew from this ACME directory URL.")
+@click.option("--http01-standalone", metavar="HOST:PORT")
+@click.option("--webroot", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dns01-hook", metavar="PROGRAM")
+@click.option("--est-url", help="Renew from this EST server (base URL).")
+@click.option("--est-label")
+@click.option("--tls-trust", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CA certificate(s) for the issuer's own TLS.")
+@click.option("--print", "print_only", is_flag=True,
+              help="Print the spec instead of writing it into the specs directory.")
+@click.pass_obj
+def adopt(obj: Context, certfile: Path, keyfile: Path, name: str, trust_anchor: Path,
+          acme_directory: str | None, http01_standalone: str | None, webroot: Path | None,
+          dns01_hook: str | None, est_url: str | None, est_label: str | None,
+          tls_trust: Path | None, print_only: bool) -> None:
+    """Turn a certificate installed by hand into a spec that the agent renews (and record it
+    as enrolled, unless --print)."""
+    issuer: dict[str, Any] = {}
+    if acme_directory:
+        if http01_standalone:
+            challenge: dict[str, Any] = {"http-01": {"standalone": http01_standalone}}
+        elif webroot:
+            challenge = {"http-01": {"webroot": str(webroot.absolute())}}
+        elif dns01_hook:
+            challenge = {"dns-01": {"hook": [dns01_hook]}}
+        else:
+            raise click.UsageError("--acme-directory needs --http01-standalone, --webroot "
+                                   "or --dns01-hook")
+        issuer["acme"] = {"directory": acme_directory, "challenge": challenge}
+        if tls_trust:
+            issuer["acme"]["tls_trust"] = str(tls_trust.absolute())
+    elif est_url:
+        issuer["est"] = {"url": est_url}
+        if est_label:
+            issuer["est"]["label"] = est_label
+        if tls_trust:
+            issuer["est"]["tls_trust"] = str(tls_trust.absolute())
+    target = obj.specs_path / f"{name}.yaml"
+    if not print_only:
+        if not obj.specs_path.is_dir():
+            raise CertwrightError(ErrorKind.CONFIG, f"{obj.specs_path}: not a directory of "
+                                  "specs (use --print to see the spec)")
+        if target.exists():
+            raise CertwrightError(ErrorKind.CONFLICT, f"{target} already exists")
+    state = State(obj.state_path)
+    try:
+        _, doc = adoptlib.adopt(certfile, keyfile, name=name, issuer=issuer,
+                                trust_anchor=trust_anchor, state=state,
+                                now=SystemClock().now(),
+                                rng=random.Random(),  # noqa: S311 (jitter)
+                                record=not print_only)
+    finally:
+        state.close()
+    text = yaml.safe_dump(doc, sort_keys=False)
+    if print_only:
+        click.echo(text, nl=False)
+    else:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"# adopted from {certfile.absolute()} by certwright agent adopt\n" + text)
+        click.echo(f"{name}: spec written to {target}")

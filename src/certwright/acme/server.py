@@ -48,6 +48,8 @@ PROBLEM = "application/problem+json"
 PEM_CHAIN = "application/pem-certificate-chain"
 RETRY_AFTER_PROCESSING = "2"
 MAX_CONCURRENT_VALIDATIONS = 32
+# CA/B Forum Baseline Requirements 3.2.2.8: CAA is checked within 8 hours before issuance.
+CAA_RECHECK_AFTER = dt.timedelta(hours=8)
 HANDLER_THREADS = 32  # requests handled at once (each holds a thread while it runs)
 ACCOUNT_KEY_CACHE = 4096  # imported account keys kept
 T = TypeVar("T")
@@ -90,6 +92,8 @@ class Ctx:
     # The Replay-Nonce of the reply, when it was issued with the redemption of the
     # request's nonce (one transaction); otherwise the reply gets one of its own.
     reply_nonce: str | None = None
+    # finalize: CAA of the order's names re-checked before the unit (see _caa_recheck).
+    caa_problem: AcmeProblem | None = None
 
 
 @dataclasses.dataclass
@@ -193,6 +197,8 @@ class AcmeServer:
                     content_type = value.decode("latin-1").split(";")[0].strip()
                     break
             ctx = Ctx(name, profile, base, url, method, body, params, content_type)
+            if handler == self.finalize and profile.acme.check_caa:
+                ctx.caa_problem = await self._caa_recheck(ctx)
             if method == "POST":
                 reply = await self._in_thread(self._in_unit, handler, ctx)
             elif handler in self._inline:
@@ -757,12 +763,52 @@ class AcmeServer:
         headers = {"Retry-After": RETRY_AFTER_PROCESSING} if order.status == "processing" else {}
         return Reply(200, self._order_json(ctx, order), headers=headers)
 
+    async def _caa_recheck(self, ctx: Ctx) -> AcmeProblem | None:
+        """CAA again for names whose authorization was validated more than
+        CAA_RECHECK_AFTER ago (CA/B Forum BR 3.2.2.8: CAA is checked within 8 hours
+        before issuance; a reused authorization can be 30 days old).
+
+        Done before the request's store transaction, which holds the write lock, so that
+        DNS lookups never hold it. The result is revealed only after the handler has
+        authenticated the request and found the order to be the requester's."""
+        order = await self._in_thread(self.state.order, ctx.params.get("id", ""))
+        if order is None or order.profile != ctx.profile_name:
+            return None
+        authzs = [await self._in_thread(self.state.authorization, a) for a in order.authz_ids]
+        stale = self.clock.now() - CAA_RECHECK_AFTER
+        subproblems = []
+        for authz in authzs:
+            if authz is None or authz.identifier.type != "dns":
+                continue
+            validated = [c.validated_at for c in authz.challenges
+                         if c.status == "valid" and c.validated_at is not None]
+            if not validated or max(validated) > stale:
+                continue
+            try:
+                async with asyncio.timeout(self.validator.settings.timeout * 2):
+                    await self.validator.check_caa(authz.identifier.value, authz.wildcard,
+                                                   ctx.profile.acme.caa_identities)
+            except AcmeProblem as p:
+                subproblems.append(Subproblem(p.type, p.detail, authz.identifier.as_json()))
+            except TimeoutError:
+                subproblems.append(Subproblem("dns", "the CAA lookup timed out",
+                                              authz.identifier.as_json()))
+        if not subproblems:
+            return None
+        return AcmeProblem("caa", "CAA records forbid issuance for a name of this order "
+                           "(checked again: its validation is older than 8 hours)",
+                           403, subproblems=subproblems)
+
     def finalize(self, ctx: Ctx) -> Reply:
         env, account, key = self._authenticate(ctx)
         assert account is not None
         order = self._advance(self._owned_order(ctx, account))
         if order.status != "ready":
             raise AcmeProblem("orderNotReady", f"the order is {order.status}, not ready", 403)
+        if ctx.caa_problem is not None:
+            # The order stays ready: the domain owner may change the records and the
+            # client finalize again.
+            raise ctx.caa_problem
         payload = env.json_payload()
         try:
             csr = csrlib.load(jws.b64decode(payload.get("csr", ""), "csr"))

@@ -127,6 +127,14 @@ def certbot(world: World, home: Path, *args: str, profile: str | None = None
                  "--logs-dir", str(home / "logs")], _client_env(world))
 
 
+def certbot_at(prog: Path, world: World, home: Path, *args: str
+               ) -> subprocess.CompletedProcess[str]:
+    """Another certbot (certbot 5.x from .peers), with all of its state under ``home``."""
+    return _run([str(prog), *args, "--non-interactive", "--server", world.directory(),
+                 "--config-dir", str(home / "config"), "--work-dir", str(home / "work"),
+                 "--logs-dir", str(home / "logs")], _client_env(world))
+
+
 def certbot_standalone(world: World) -> list[str]:
     return ["--standalone", "--http-01-address", "127.0.0.1",
             "--http-01-port", str(world.http01_port)]
@@ -309,6 +317,35 @@ def test_ok_certbot_certonly_standalone_http01(world: World, certbot_lineage: Li
     # fullchain.pem is the certificate followed by the issuing CA, as servers serve it.
     full = x509.load_pem_x509_certificates((live / "fullchain.pem").read_bytes())
     assert full == [leaf, world.served.issuing]
+
+
+def test_ok_certbot5_ip_address_identifier(world: World, certbot5: Path, tmp_path: Path
+                                           ) -> None:
+    """RFC 8738 through a real client: certbot 5 orders {"type": "ip"}, answers http-01 at
+    the address itself (RFC 8738 7: no Host name, no SNI), and gets an iPAddress SAN."""
+    got = certbot_at(certbot5, world, tmp_path, "certonly", *certbot_standalone(world),
+                     "--register-unsafely-without-email", "--agree-tos",
+                     "--ip-address", "127.0.0.1", "--cert-name", "loopback")
+    assert got.returncode == 0, _output(got)
+    live = tmp_path / "config" / "live" / "loopback"
+    leaf = assert_client_files(world, live / "cert.pem", live / "chain.pem",
+                               live / "privkey.pem", {"127.0.0.1"})
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == []
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+
+
+def test_fail_certbot5_ip_address_outside_profile(world: World, certbot5: Path,
+                                                  tmp_path: Path) -> None:
+    """An address the profile's ip networks do not hold is refused at newOrder."""
+    got = certbot_at(certbot5, world, tmp_path, "certonly", *certbot_standalone(world),
+                     "--register-unsafely-without-email", "--agree-tos",
+                     "--ip-address", "192.0.2.7", "--cert-name", "doc")
+    assert got.returncode != 0, _output(got)
+    log = tmp_path / "logs" / "letsencrypt.log"
+    said = got.stdout + got.stderr + (log.read_text() if log.exists() else "")
+    assert "urn:ietf:params:acme:error:rejectedIdentifier" in said, _output(got)
+    assert not (tmp_path / "config" / "live" / "doc").exists()
 
 
 def test_ok_certbot_renew_force_renewal(world: World, certbot_lineage: Lineage) -> None:

@@ -298,6 +298,12 @@ def wait(client: Client, url: str, *, busy: tuple[str, ...] = ("pending", "proce
         time.sleep(0.05)
 
 
+def answer_later(client: Client, chal: dict[str, Any]) -> None:
+    """Ask for validation of ``chal`` without waiting for the result."""
+    r = client.post(chal["url"], {})
+    assert r.status_code == 200, r.text
+
+
 def answer(client: Client, authz_url: str, chal: dict[str, Any]) -> dict[str, Any]:
     """Ask for validation of ``chal`` and wait for its authorization to be decided;
     return the challenge as the server then shows it."""

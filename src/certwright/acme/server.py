@@ -47,7 +47,6 @@ JSON = "application/json"
 PROBLEM = "application/problem+json"
 PEM_CHAIN = "application/pem-certificate-chain"
 RETRY_AFTER_PROCESSING = "2"
-MAX_CONCURRENT_VALIDATIONS = 32
 # CA/B Forum Baseline Requirements 3.2.2.8: CAA is checked within 8 hours before issuance.
 CAA_RECHECK_AFTER = dt.timedelta(hours=8)
 HANDLER_THREADS = 32  # requests handled at once (each holds a thread while it runs)
@@ -118,10 +117,8 @@ class AcmeServer:
         self.clock = ca.clock
         self.nonce_lifetime = ca.config.acme.nonce_lifetime
         self._tasks: set[asyncio.Task[None]] = set()
-        # At most this many validations connect out at once; the rest wait their turn
-        # (their challenges stay "processing"), so many accounts cannot exhaust memory
-        # or sockets through validation.
-        self._validations = asyncio.Semaphore(MAX_CONCURRENT_VALIDATIONS)
+        # At most this many validations connect out at once (acme.max_concurrent_validations).
+        self._validations = asyncio.Semaphore(ca.config.acme.max_concurrent_validations)
         ski = ca.chain[0].extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
         self._issuer_key_id = ski.value.digest
         self._issuer_der = ca.chain[0].public_bytes(serialization.Encoding.DER)

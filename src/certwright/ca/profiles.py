@@ -292,6 +292,10 @@ class AcmeSettings(Strict):
     timeout: Duration = dt.timedelta(seconds=10)
     nonce_lifetime: Duration = dt.timedelta(hours=1)
     max_redirects: int = Field(default=10, ge=0, le=10)
+    # Validations connecting out at once, per server process; the rest wait their turn
+    # (their challenges stay "processing"), so many accounts cannot exhaust memory or
+    # sockets through validation.
+    max_concurrent_validations: int = Field(default=32, ge=1, le=1024)
 
     @field_validator("dns_resolver")
     @classmethod

@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= var
 
-.PHONY: serve test lint typecheck unit bench bench-acme clean
+.PHONY: serve test lint typecheck unit bench bench-acme bench-est clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -37,6 +37,10 @@ bench: $(VENV)/.installed
 # ACME end to end against Pebble (needs Debian's pebble package).
 bench-acme: $(VENV)/.installed
 	$(BIN)/python bench/acme_throughput.py
+
+# EST simpleenroll end to end (Basic and mutual TLS) beside the Authority's own rate.
+bench-est: $(VENV)/.installed
+	$(BIN)/python bench/est_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -139,6 +139,8 @@ profiles:
       # Validation connects only inside these networks (add 127.0.0.0/8 to test locally).
       validation_networks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, "fc00::/7"]
       rate_limits: {{window: 3h, orders_per_account: 300, pending_authorizations_per_account: 300}}
+    est:                       # https://HOST:PORT/.well-known/est/tls-server/simpleenroll
+      serverkeygen: false      # a server's key stays on the server that uses it
 
   tls-client:
     description: TLS client certificates for services and people
@@ -153,6 +155,11 @@ profiles:
     validity: {{default: 30d, max: 90d}}
     key_usage: [digital_signature]
     extended_key_usage: [client_auth]
+    est:                       # https://HOST:PORT/.well-known/est/tls-client/simpleenroll
+      basic_auth: true         # `certwright est credential add NAME --profile tls-client`
+      serverkeygen: false
+      reenroll_allow_changes: false
+      client_trust_anchors: [] # extra CA files (relative to this directory) for mutual TLS
 
   device:
     description: device identities (SCEP, EST, CMP), approved by an operator
@@ -167,6 +174,10 @@ profiles:
     validity: {{default: 365d, max: 397d}}
     key_usage: [digital_signature, key_encipherment]
     extended_key_usage: [client_auth]
+    est:                       # https://HOST:PORT/.well-known/est/device/simpleenroll
+      serverkeygen: true       # for devices that cannot make a good key themselves
+      retry_after: 60s         # the 202 answer while an operator has not decided
+      client_trust_anchors: [] # e.g. [manufacturer-ca.pem]: IDevIDs authenticate enrollment
 """
 
 

@@ -18,7 +18,7 @@ from certwright.errors import CertwrightError, ErrorKind
 from certwright.pki import csr as csrlib
 from certwright.pki import keys
 from certwright.pki.keys import KeyAlgorithm, KeyDescription
-from certwright.pki.names import Names, common_name
+from certwright.pki.names import Names, common_name, from_general_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +45,13 @@ class EnrollmentRequest:
     not_after: dt.datetime | None = None
     # Set when an operator approved this request (it was Pending before).
     approved_by: str | None = None
+    # The certificate this request renews (EST simplereenroll), as authenticated by the
+    # front-end: the new one must name the same subject and names unless the profile
+    # allows changes.
+    renews: x509.Certificate | None = None
+    # The front-end generated the key pair for the requester (EST serverkeygen); the CSR
+    # is signed with that key.
+    server_keygen: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +106,10 @@ def check(config: Config, request: EnrollmentRequest, now: dt.datetime) -> Issue
             f"{request.protocol.value}",
             rule="protocols",
         )
+    if request.server_keygen and not _server_keygen_allowed(profile, request.protocol):
+        raise CertwrightError(
+            ErrorKind.POLICY, "server-side key generation is not allowed by this profile",
+            rule="est.serverkeygen")
     key = check_key(profile, request.csr.public_key())
     names = csrlib.requested_names(request.csr)
     cn = common_name(request.csr.subject)
@@ -118,6 +129,8 @@ def check(config: Config, request: EnrollmentRequest, now: dt.datetime) -> Issue
         kept_cn = cn.strip().lower().rstrip(".") if names.dns else cn.strip()
         if len(kept_cn) > 64:  # RFC 5280 ub-common-name
             kept_cn = None
+    if request.renews is not None and not _renewal_may_change(profile, request.protocol):
+        check_renewal(request.renews, names, kept_cn)
     not_before, not_after = check_validity(profile, request, now)
     return Issue(
         profile_name=request.profile,
@@ -129,6 +142,38 @@ def check(config: Config, request: EnrollmentRequest, now: dt.datetime) -> Issue
         not_before=not_before,
         not_after=not_after,
     )
+
+
+def _server_keygen_allowed(profile: Profile, protocol: Protocol) -> bool:
+    return protocol is Protocol.EST and profile.est.serverkeygen
+
+
+def _renewal_may_change(profile: Profile, protocol: Protocol) -> bool:
+    return protocol is Protocol.EST and profile.est.reenroll_allow_changes
+
+
+def check_renewal(old: x509.Certificate, names: Names, cn: str | None) -> None:
+    """A renewal names what the renewed certificate names: the same subject CN and the
+    same subject alternative names (RFC 7030 4.2.2: "The Subject and SubjectAltName
+    fields in the CSR MUST be identical to the corresponding fields in the certificate
+    being renewed"). Compared as the certificate to be issued would carry them, so a CSR
+    whose subject has attributes the profile drops is not refused for them."""
+    try:
+        san = old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        old_names = set(from_general_names(san).as_strings())
+    except x509.ExtensionNotFound:
+        old_names = set()
+    if set(names.as_strings()) != old_names:
+        raise CertwrightError(
+            ErrorKind.REJECTED_IDENTIFIER,
+            "a renewal must request the names of the certificate it renews "
+            f"({', '.join(sorted(old_names)) or 'none'})", rule="est.reenroll_allow_changes")
+    old_cn = common_name(old.subject)
+    if (old_cn or None) != (cn or None):
+        raise CertwrightError(
+            ErrorKind.REJECTED_IDENTIFIER,
+            f"a renewal must keep the subject of the certificate it renews "
+            f"({old.subject.rfc4514_string() or 'empty'})", rule="est.reenroll_allow_changes")
 
 
 def _cn_as_name(cn: str) -> Names:

@@ -21,7 +21,8 @@ from certwright.acme.app import acme_prefixes
 from certwright.ca import datadir
 from certwright.ca.service import CertificateAuthority
 from certwright.errors import CertwrightError, ErrorKind, config_error
-from certwright.server import listener_cert
+from certwright.est.app import client_trust_anchors, est_routes
+from certwright.server import listener_cert, tls
 from certwright.server.app import build_http_app, build_https_app
 
 log = logging.getLogger("certwright.server")
@@ -155,14 +156,20 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
             uvicorn.Config(build_http_app(ca), host=http_host, port=http_port,
                            log_level="warning", access_log=False, lifespan="off",
                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN),
-            uvicorn.Config(build_https_app(ca, prefixes=acme_prefixes(ca)),
+            uvicorn.Config(build_https_app(ca, mounts=est_routes(ca),
+                                           prefixes=acme_prefixes(ca)),
                            host=https_host, port=https_port,
                            ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
+                           # every request's scope carries the TLS client certificate
+                           http=tls.TlsHttpToolsProtocol,
                            log_level="warning", access_log=False, lifespan="off",
                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN),
         ]
         for c in configs:
             c.load()  # a bad TLS key or certificate fails here, before anything listens
+        # Mutual TLS, optional: EST clients may present a certificate (server/tls.py).
+        assert configs[1].ssl is not None
+        tls.request_client_certificates(configs[1].ssl, client_trust_anchors(ca))
         http_socks = listen(http_host, http_port, "--http")
         listeners += http_socks
         https_socks = listen(https_host, https_port, "--https")

@@ -205,3 +205,39 @@ acme_challenges = sa.Table(
     sa.Column("validated_at", UtcDateTime(), nullable=True),
     sa.Column("error", sa.Text, nullable=True),  # JSON problem document
 )
+
+# -- EST (RFC 7030) protocol state. Owned by certwright.est; the RA and the Authority never
+# read these.
+
+# HTTP Basic bootstrap credentials, each bound to one profile. Only a salted scrypt hash
+# of the password is kept ("scrypt$N$r$p$salt$hash", base64 parts).
+est_credentials = sa.Table(
+    "est_credentials",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("one_time", sa.Boolean, nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=True),
+    sa.Column("used_at", UtcDateTime(), nullable=True),  # one-time: when it was spent
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+)
+
+# Requests held for an operator (requests.id), so the client's retry of the same request
+# (same requester, profile, operation and public key) finds it (RFC 7030 4.2.3). A row
+# goes when its outcome has been handed to the client.
+est_requests = sa.Table(
+    "est_requests",
+    metadata,
+    sa.Column("request_id", sa.String(32), primary_key=True),
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("requester", sa.Text, nullable=False),
+    sa.Column("spki_sha256", sa.String(64), nullable=False),
+    sa.Column("operation", sa.String(16), nullable=False),
+    # serverkeygen: the generated private key, AES-GCM under a key derived from the
+    # requester's password, until the certificate is collected with it.
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("profile", "requester", "spki_sha256", "operation",
+                        name="uq_est_requests_retry"),
+)

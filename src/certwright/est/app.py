@@ -1,0 +1,27 @@
+"""Assembling the EST front-end for the HTTPS listener."""
+
+from __future__ import annotations
+
+from cryptography import x509
+from starlette.routing import Route
+
+from certwright.ca.profiles import Protocol
+from certwright.ca.service import CertificateAuthority
+from certwright.est.server import EstServer, load_anchors
+from certwright.est.state import EstState
+
+__all__ = ["client_trust_anchors", "est_routes"]
+
+
+def est_routes(ca: CertificateAuthority) -> list[Route]:
+    return EstServer(ca, EstState(ca.store, ca.clock), load_anchors(ca)).routes()
+
+
+def client_trust_anchors(ca: CertificateAuthority) -> list[x509.Certificate]:
+    """What the HTTPS listener verifies client certificates against: our root and issuing
+    CA (simplereenroll) and every profile's est.client_trust_anchors (simpleenroll)."""
+    found = [ca.root, *ca.chain]
+    for name, certs in load_anchors(ca).items():
+        if Protocol.EST in ca.config.profiles[name].protocols:
+            found += [c for c in certs if c not in found]
+    return found

@@ -39,6 +39,7 @@ from certwright.ca.service import CertificateAuthority, Held, Issued
 from certwright.errors import CertwrightError, ErrorKind
 from certwright.pki import csr as csrlib
 from certwright.pki.names import Names, normalize_dns
+from certwright.server.app import AsgiEndpoint, read_body
 from certwright.store.repo import CertificateRecord
 
 log = logging.getLogger("certwright.acme")
@@ -163,7 +164,7 @@ class AcmeServer:
         """The front-end for a Starlette application (tests). The server dispatches
         ``/acme/`` to ``asgi`` directly (``server/app.py``), without Starlette's
         middleware: it was a third of the cost of a request."""
-        return [Route("/acme/{rest:path}", _AsgiApp(self.asgi), methods=_ANY_METHOD)]
+        return [Route("/acme/{rest:path}", AsgiEndpoint(self.asgi), methods=_ANY_METHOD)]
 
     async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every request under ``/acme/``, as a plain ASGI application."""
@@ -185,7 +186,7 @@ class AcmeServer:
                 raise AcmeProblem("malformed", f"{method} is not allowed here; "
                                   f"use {' or '.join(methods)}", 405,
                                   headers={"Allow": ", ".join(methods)})
-            body = await _body(receive) if method == "POST" else b""
+            body = await read_body(receive) if method == "POST" else b""
             query = scope.get("query_string", b"").decode("latin-1")
             url = f"{origin}{path}" + (f"?{query}" if query else "")
             content_type = ""
@@ -1083,26 +1084,3 @@ def _origin(scope: Scope) -> str:
     return f"{scheme}://{host}" + ("" if port == default else f":{port}")
 
 
-async def _body(receive: Receive) -> bytes:
-    """The request body (``server.app.BodyLimit`` has already capped its size)."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-class _AsgiApp:
-    """Starlette treats a bound method as a request-response endpoint; an object with
-    ``__call__`` it mounts as an ASGI application."""
-
-    def __init__(self, app: Callable[[Scope, Receive, Send], Coroutine[Any, Any, None]]
-                 ) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 from cryptography import x509
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from certwright.ca.profiles import Protocol
 from certwright.ca.service import CertificateAuthority
 from certwright.est.server import EstServer, load_anchors
 from certwright.est.state import EstState
 
-__all__ = ["client_trust_anchors", "est_routes"]
+__all__ = ["client_trust_anchors", "est_prefixes", "est_routes"]
+
+
+def est_server(ca: CertificateAuthority) -> EstServer:
+    return EstServer(ca, EstState(ca.store, ca.clock), load_anchors(ca))
+
+
+def est_prefixes(ca: CertificateAuthority) -> dict[str, ASGIApp]:
+    """The EST front-end takes every path under /.well-known/est/ (RFC 7030 3.2.2)."""
+    return {"/.well-known/est/": est_server(ca).asgi}
 
 
 def est_routes(ca: CertificateAuthority) -> list[Route]:
-    return EstServer(ca, EstState(ca.store, ca.clock), load_anchors(ca)).routes()
+    """The same front-end as Starlette routes, for an application that wants routes."""
+    return est_server(ca).routes()
 
 
 def client_trust_anchors(ca: CertificateAuthority) -> list[x509.Certificate]:

@@ -22,8 +22,10 @@ certificate; cacerts and csrattrs without a label describe ``default_profile``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import concurrent.futures
 import dataclasses
 import hashlib
 import hmac
@@ -32,15 +34,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import AttributeOID
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from certwright.ca.policy import EnrollmentRequest, Requester
 from certwright.ca.profiles import Approval, Profile, Protocol
@@ -52,6 +52,7 @@ from certwright.est.state import Credential, EstState, HeldRequest
 from certwright.pki import csr as csrlib
 from certwright.pki import keys
 from certwright.pki.keys import KeyAlgorithm
+from certwright.server.app import AsgiEndpoint, read_body
 from certwright.store.repo import CertificateRecord, format_serial
 
 __all__ = ["EstServer", "load_anchors"]
@@ -63,6 +64,8 @@ REALM = 'Basic realm="certwright EST"'
 ENROLL, REENROLL, KEYGEN = "simpleenroll", "simplereenroll", "serverkeygen"
 _GETS = ("cacerts", "csrattrs")
 _POSTS = (ENROLL, REENROLL, KEYGEN)
+_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
+HANDLER_THREADS = 32  # requests handled at once (each holds a thread while it runs)
 
 _SHA256 = hashes.SHA256()
 
@@ -185,6 +188,7 @@ class EstServer:
         self.clock = ca.clock
         self.anchors = anchors
         self.passwords = VerifiedCache()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         # Certificate fingerprint -> the profiles whose trust anchors issued it.
         self._anchor_profiles: dict[str, tuple[str, ...]] = {}
         config = ca.config
@@ -198,19 +202,30 @@ class EstServer:
     # -- routing --------------------------------------------------------------------------
 
     def routes(self) -> list[Route]:
-        methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
-        return [Route(PREFIX + "/{op}", self.endpoint, methods=methods),
-                Route(PREFIX + "/{label}/{op}", self.endpoint, methods=methods)]
+        """The front-end for a Starlette application (tests). The server dispatches
+        ``/.well-known/est/`` to ``asgi`` directly (``server/app.py`` PrefixDispatch)."""
+        return [Route(PREFIX + "/{rest:path}", AsgiEndpoint(self.asgi), methods=_METHODS)]
 
-    async def endpoint(self, request: Request) -> Response:
-        op = request.path_params["op"]
-        label = request.path_params.get("label")
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every request under ``/.well-known/est/``, as a plain ASGI application."""
+        status, headers, body = await self._answer(scope, receive)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _answer(self, scope: Scope, receive: Receive
+                      ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        method = scope["method"]
+        path = scope["path"]
+        parts = path[len(PREFIX) + 1:].split("/") if path.startswith(PREFIX + "/") else []
+        op = parts[-1] if 1 <= len(parts) <= 2 else ""
+        label = parts[0] if len(parts) == 2 else None
         try:
+            if not op or (label is not None and not label):
+                raise EstError(404, "not an EST path: /.well-known/est/[label/]operation")
             if op not in _GETS and op not in _POSTS:
                 raise EstError(404, f"{op!r} is not an EST operation this server offers")
             allowed = "GET" if op in _GETS else "POST"
-            if request.method != allowed and not (allowed == "GET"
-                                                  and request.method == "HEAD"):
+            if method != allowed and not (allowed == "GET" and method == "HEAD"):
                 raise EstError(405, f"use {allowed} for {op}", {"Allow": allowed})
             if op == "cacerts":
                 self._profile_of_label(label)
@@ -221,21 +236,38 @@ class EstServer:
                 reply = Reply(200, self.csrattrs[name], wire.CSRATTRS,
                               {"Content-Transfer-Encoding": "base64"})
             else:
-                scope_ext = request.scope.get("extensions") or {}
-                client = request.client.host if request.client else "-"
-                ctx = Ctx(op, label, request.headers.get("authorization", ""),
-                          request.headers.get("content-type", ""), await request.body(),
+                scope_ext = scope.get("extensions") or {}
+                client = scope["client"][0] if scope.get("client") else "-"
+                authorization = content_type = ""
+                for key, value in scope["headers"]:
+                    if key == b"authorization":
+                        authorization = value.decode("latin-1")
+                    elif key == b"content-type":
+                        content_type = value.decode("latin-1")
+                ctx = Ctx(op, label, authorization, content_type, await read_body(receive),
                           scope_ext.get("certwright.tls"), client)
-                reply = await anyio.to_thread.run_sync(self.handle, ctx)
+                reply = await self._in_thread(self.handle, ctx)
         except EstError as e:
             reply = text(e.status, e.detail, e.headers)
         except CertwrightError as e:
             reply = self.render_error(e)
         except Exception:
-            log.exception("EST request %s %s failed", request.method, request.url.path)
+            log.exception("EST request %s %s failed", method, path)
             reply = text(500, "the server could not process the request")
-        return Response(reply.body, reply.status, headers=reply.headers,
-                        media_type=reply.media_type)
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                   for k, v in reply.headers.items()]
+        if reply.media_type is not None:
+            headers.append((b"content-type", reply.media_type.encode("latin-1")))
+        headers.append((b"content-length", str(len(reply.body)).encode()))
+        return reply.status, headers, reply.body
+
+    async def _in_thread(self, fn: Callable[[Ctx], Reply], ctx: Ctx) -> Reply:
+        """Blocking work (the store, scrypt, signing) on this server's threads; made on
+        first use, so that a worker process forked after start-up has its own."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=HANDLER_THREADS, thread_name_prefix="est")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, ctx)
 
     @staticmethod
     def render_error(e: CertwrightError) -> Reply:

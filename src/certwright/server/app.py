@@ -169,6 +169,31 @@ def build_http_app(ca: CertificateAuthority) -> ASGIApp:
     return BodyLimit(app, ca.config.server.max_body_bytes)
 
 
+class AsgiEndpoint:
+    """A front-end's plain ASGI callable as a Starlette route's endpoint: Starlette
+    treats a bound method as a request-response function, an object with ``__call__``
+    as an ASGI application."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The request body of a plain ASGI request (``BodyLimit`` has capped its size)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
 class PrefixDispatch:
     """Requests whose path starts with one of ``prefixes`` go straight to that front-end's
     ASGI application; the rest to ``fallback`` (Starlette). A front-end that routes for

@@ -21,7 +21,7 @@ from certwright.acme.app import acme_prefixes
 from certwright.ca import datadir
 from certwright.ca.service import CertificateAuthority
 from certwright.errors import CertwrightError, ErrorKind, config_error
-from certwright.est.app import client_trust_anchors, est_routes
+from certwright.est.app import client_trust_anchors, est_prefixes
 from certwright.server import listener_cert, tls
 from certwright.server.app import build_http_app, build_https_app
 
@@ -156,8 +156,8 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
             uvicorn.Config(build_http_app(ca), host=http_host, port=http_port,
                            log_level="warning", access_log=False, lifespan="off",
                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN),
-            uvicorn.Config(build_https_app(ca, mounts=est_routes(ca),
-                                           prefixes=acme_prefixes(ca)),
+            uvicorn.Config(build_https_app(ca, prefixes={**acme_prefixes(ca),
+                                                         **est_prefixes(ca)}),
                            host=https_host, port=https_port,
                            ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
                            # every request's scope carries the TLS client certificate

@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= var
 
-.PHONY: serve test lint typecheck unit bench bench-acme bench-est clean
+.PHONY: serve test lint typecheck unit bench bench-acme bench-est bench-agent bench-monitor clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -41,6 +41,14 @@ bench-acme: $(VENV)/.installed
 # EST simpleenroll end to end (Basic and mutual TLS) beside the Authority's own rate.
 bench-est: $(VENV)/.installed
 	$(BIN)/python bench/est_throughput.py
+
+# `certwright agent plan` and `agent status` over 500 specs (static names and nginx).
+bench-agent: $(VENV)/.installed
+	$(BIN)/python bench/agent_plan.py
+
+# `monitor check` over 100,000 certificates and 1,000 / 10,000 expectations.
+bench-monitor: $(VENV)/.installed
+	$(BIN)/python bench/monitor_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

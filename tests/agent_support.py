@@ -61,6 +61,18 @@ def safe_directory() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def configure_acme(data: Path, *, resolver: str, http01: int = 80, tlsalpn01: int = 443
+                   ) -> None:
+    """Point the ACME server's validation at loopback: its DNS resolver, the ports it
+    connects to for http-01 and tls-alpn-01, and 127.0.0.0/8 allowed as a target."""
+    path = data / "certwright.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["acme"].update(dns_resolver=resolver, http01_port=http01, tlsalpn01_port=tlsalpn01,
+                       timeout="5s")
+    doc["profiles"]["tls-server"]["acme"]["validation_networks"].append("127.0.0.0/8")
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
 def agent_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env.update(extra)
@@ -180,6 +192,14 @@ def tls_service(cert: Path, key: Path, port: int, workdir: Path) -> Iterator[Pat
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def wait_served(port: int, sni: str, serial: int, timeout: float = 10) -> None:
+    """Wait until 127.0.0.1:port serves ``serial`` for ``sni`` (a reload is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while (got := served_serial(port, sni)) != serial:
+        assert time.monotonic() < deadline, f"serves {got:x}, not {serial:x}"
+        time.sleep(0.1)
 
 
 def served_serial(port: int, sni: str) -> int:

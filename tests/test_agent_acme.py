@@ -26,12 +26,14 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from certwright.agent.install import CRASH_ENV
 
 from .agent_support import (
     agent_env,
     assert_pair_matches,
+    configure_acme,
     key_leak_forms,
     run_agent,
     safe_directory,
@@ -50,6 +52,7 @@ class World:
     served: Served
     chall: ChallTestSrv
     http01_port: int
+    tlsalpn01_port: int
     base: Path  # safe for output directories
 
     @property
@@ -57,22 +60,15 @@ class World:
         return f"{self.served.https}/acme/directory"
 
 
-def _configure(data: Path, *, resolver: str, http01: int) -> None:
-    path = data / "certwright.yaml"
-    doc = yaml.safe_load(path.read_text())
-    doc["acme"].update(dns_resolver=resolver, http01_port=http01, timeout="5s")
-    doc["profiles"]["tls-server"]["acme"]["validation_networks"].append("127.0.0.0/8")
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     base = tmp_path_factory.mktemp("agent-acme")
-    (http01,) = free_ports(1)
+    http01, tlsalpn01 = free_ports(2)
     with challtestsrv(base, http01=False, tlsalpn01=False) as chall, \
-            serving(base, lambda d: _configure(d, resolver=chall.resolver, http01=http01)
+            serving(base, lambda d: configure_acme(d, resolver=chall.resolver, http01=http01,
+                                                   tlsalpn01=tlsalpn01)
                     ) as served, safe_directory() as safe:
-        yield World(served, chall, http01, safe)
+        yield World(served, chall, http01, tlsalpn01, safe)
 
 
 @dataclasses.dataclass
@@ -187,7 +183,8 @@ def web(agent: Agent) -> Iterator[Web]:
                                                                "WWW.Agent.Test."]}],
                    hooks={"config_test": [str(check)],
                           "deploy": ["sh", "-c", f"kill -HUP $(cat {pidfile})"]},
-                   endpoints=[{"host": "127.0.0.1", "port": port, "sni": "web.agent.test"}])
+                   endpoints=[{"host": "127.0.0.1", "port": port, "sni": "web.agent.test",
+                               "settle": "1s"}])
         first = agent.run("--log-level", "debug", "enroll", "web")
         yield Web(agent, nginx, port, pidfile, first, hook_log)
 
@@ -410,6 +407,101 @@ def test_ok_staged_key_reused_after_a_kill(agent: Agent) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "reusing the key staged in version" in proc.stderr
     assert (agent.out("staged") / "privkey.pem").read_bytes() == staged_key
+
+
+# -- tls-alpn-01, key reuse, PKCS#12 -------------------------------------------------
+
+
+def test_ok_tls_alpn_01_standalone(agent: Agent) -> None:
+    """RFC 8737: the server connects to the agent's own listener (the port its
+    tlsalpn01_port setting names), asks for ALPN acme-tls/1 with each name as SNI, and
+    checks the validation certificate's critical acmeIdentifier extension."""
+    listen = f"127.0.0.1:{agent.world.tlsalpn01_port}"
+    doc = agent.spec("alpn", [{"static": ["alpn.agent.test", "www.alpn.agent.test"]}])
+    doc["issuer"]["acme"]["challenge"] = {"tls-alpn-01": {"standalone": listen}}
+    write_spec(agent.specs, doc)
+    proc = agent.run("--log-level", "info", "enroll", "alpn")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cert = assert_pair_matches(agent.out("alpn"))
+    assert sorted(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+                  .value.get_values_for_type(x509.DNSName)) == [
+        "alpn.agent.test", "www.alpn.agent.test"]
+    assert proc.stderr.count("tls-alpn-01: answered 127.0.0.1") >= 2, proc.stderr
+    assert agent.status()["alpn"]["validation"] == "tls-alpn-01 standalone"
+
+
+def test_fail_tls_alpn_01_validation_fails_and_is_reported(agent: Agent) -> None:
+    """The agent listens on another port than the one the CA connects to: the
+    authorization turns invalid, and the CA's problem is what the agent reports."""
+    (elsewhere,) = free_ports(1)
+    doc = agent.spec("alpn-miss", [{"static": ["miss.agent.test"]}])
+    doc["issuer"]["acme"]["challenge"] = {"tls-alpn-01": {"standalone":
+                                                          f"127.0.0.1:{elsewhere}"}}
+    write_spec(agent.specs, doc)
+    proc = agent.run("enroll", "alpn-miss")
+    assert proc.returncode == 1
+    assert "validation failed: miss.agent.test: urn:ietf:params:acme:error:connection" \
+        in proc.stdout, proc.stdout
+    assert not (agent.out("alpn-miss") / "cert.pem").exists()
+    row = agent.status()["alpn-miss"]
+    assert row["serial"] is None and "validation failed" in row["last_error"]
+
+
+def _spki(key: Any) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_ok_key_reuse_keeps_the_public_key_on_renewal(agent: Agent) -> None:
+    agent.spec("reuse", [{"static": ["reuse.agent.test"]}],
+               key={"type": "rsa", "bits": 2048, "reuse": True})
+    agent.spec("fresh", [{"static": ["fresh.agent.test"]}])
+    assert (p := agent.run("enroll", "reuse", "fresh")).returncode == 0, p.stderr
+    first = {n: assert_pair_matches(agent.out(n)) for n in ("reuse", "fresh")}
+    assert (p := agent.run("enroll", "reuse", "fresh")).returncode == 0, p.stderr
+    second = {n: assert_pair_matches(agent.out(n)) for n in ("reuse", "fresh")}
+    for name in ("reuse", "fresh"):
+        assert second[name].serial_number != first[name].serial_number, name
+    # key.reuse: the renewed certificate certifies the same public key (RSA 2048 as the
+    # spec says); without it, every renewal brings a new key.
+    assert _spki(second["reuse"]) == _spki(first["reuse"])
+    assert second["reuse"].public_key().key_size == 2048  # type: ignore[union-attr]
+    assert _spki(second["fresh"]) != _spki(first["fresh"])
+    plan = agent.run("plan", "reuse")
+    assert "key       RSA 2048 (reused on renewal)" in plan.stdout, plan.stdout
+
+
+def test_ok_pkcs12_with_passphrase_file_opens_with_openssl(agent: Agent) -> None:
+    secrets = agent.root / "secrets"
+    secrets.mkdir(mode=0o700, exist_ok=True)
+    passphrase = secrets / "p12.pass"
+    passphrase.write_text("correct horse battery staple\n")
+    doc = agent.spec("p12", [{"static": ["p12.agent.test"]}])
+    doc["output"]["pkcs12"] = {"file": "bundle.p12", "passphrase_file": str(passphrase)}
+    write_spec(agent.specs, doc)
+    proc = agent.run("enroll", "p12")
+    assert proc.returncode == 0, proc.stderr
+    out = agent.out("p12")
+    cert = assert_pair_matches(out)
+    bundle = out / "bundle.p12"
+    assert os.readlink(bundle) == ".certwright/p12/live/bundle.p12"
+    assert bundle.stat().st_mode & 0o777 == 0o600  # it holds the key
+    opened = openssl("pkcs12", "-in", str(bundle), "-passin", f"file:{passphrase}",
+                     "-nodes")
+    assert opened.returncode == 0, opened.stderr
+    key_pem = re.search(r"-----BEGIN PRIVATE KEY-----.*?-----END PRIVATE KEY-----",
+                        opened.stdout, re.S)
+    assert key_pem is not None, opened.stdout
+    key = serialization.load_pem_private_key(key_pem.group(0).encode(), None)
+    assert _spki(key) == _spki(serialization.load_pem_private_key(
+        (out / "privkey.pem").read_bytes(), None))
+    certs = x509.load_pem_x509_certificates(opened.stdout.encode())
+    assert certs[0] == cert and len(certs) == 2  # the leaf, then the issuing CA
+    # The wrong passphrase opens nothing.
+    wrong = secrets / "wrong.pass"
+    wrong.write_text("incorrect\n")
+    refused = openssl("pkcs12", "-in", str(bundle), "-passin", f"file:{wrong}", "-nodes")
+    assert refused.returncode != 0
 
 
 # -- adopt, then renew -----------------------------------------------------------------

@@ -4,7 +4,6 @@ every name remembering where it came from."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,8 @@ import pytest
 from certwright.agent.sources import derive
 from certwright.agent.spec import NameSource
 from certwright.errors import CertwrightError
+
+from .conftest import require_peer
 
 
 def host() -> tuple[str, list[str]]:
@@ -80,16 +81,19 @@ def test_ok_nginx_server_names_through_includes(tmp_path: Path) -> None:
 
 
 def test_ok_nginx_t_accepts_the_same_configuration(tmp_path: Path) -> None:
-    """When nginx itself is installed, it agrees that the configuration is valid."""
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
-                                      else None)
-    if nginx is None:
-        pytest.skip("nginx not installed (Debian package nginx): crossplane parsed it alone")
+    """nginx itself agrees that the configuration is valid (with the certificate a TLS
+    listener needs, and without the system-wide parts)."""
+    nginx = require_peer("nginx", "nginx")
     main = nginx_tree(tmp_path)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=t", "-days", "1",
+                    "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem")],
+                   capture_output=True, check=True)
     text = main.read_text().replace("user www-data;\n", "").replace(
-        "include /etc/nginx/mime.types*;", "")
+        "include /etc/nginx/mime.types*;", f"ssl_certificate {tmp_path}/c.pem; "
+        f"ssl_certificate_key {tmp_path}/k.pem;")
     main.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\n" + text)
-    proc = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(main)],
+    proc = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-e", "stderr", "-c", str(main)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
 

@@ -53,6 +53,19 @@ def test_ok_full_spec() -> None:
     assert str(spec.key) == "RSA 3072"
 
 
+def test_ok_challenge_methods() -> None:
+    for challenge, method in [
+        ("{tls-alpn-01: {standalone: '0.0.0.0:443'}}", "tls-alpn-01 standalone"),
+        ("{dns-01: {rfc2136: {server: '[fd00::53]:53', key_file: /etc/k.key}}}",
+         "dns-01 rfc2136"),
+        ("{dns-01: {hook: /usr/local/bin/dns-hook, propagation: 30s}}", "dns-01 hook"),
+    ]:
+        spec = parse_spec_text(GOOD.replace("{http-01: {webroot: /var/www/html}}", challenge),
+                               "web.yaml")
+        assert spec.issuer.validation == method, challenge
+
+
+
 @pytest.mark.parametrize(("case", "edit", "message"), [
     ("fail/duplicate-key", lambda t: t + "name: other\n", "web.yaml: line 23 is not valid YAML: "
      "duplicate key 'name'"),
@@ -76,6 +89,29 @@ def test_ok_full_spec() -> None:
      "web.yaml: key.bits: RSA keys are 2048, 3072 or 4096 bits"),
     ("fail/listen", lambda t: t.replace("{webroot: /var/www/html}", "{standalone: ':http'}"),
      "web.yaml: issuer.acme.challenge.http-01.standalone: ':http': give the listen address"),
+    ("fail/two-challenges", lambda t: t.replace(
+        "{http-01: {webroot: /var/www/html}}",
+        "{http-01: {webroot: /w}, tls-alpn-01: {standalone: ':443'}}"),
+     "web.yaml: issuer.acme.challenge: challenge: give exactly one of http_01, tls_alpn_01, "
+     "dns_01 (got http_01, tls_alpn_01)"),
+    ("fail/tls-alpn-listen", lambda t: t.replace(
+        "{http-01: {webroot: /var/www/html}}", "{tls-alpn-01: {standalone: '443'}}"),
+     "web.yaml: issuer.acme.challenge.tls-alpn-01.standalone: '443': give the listen "
+     "address as HOST:PORT"),
+    ("fail/dns-01-hook-and-rfc2136", lambda t: t.replace(
+        "{http-01: {webroot: /var/www/html}}",
+        "{dns-01: {hook: [x], rfc2136: {server: '10.0.0.1:53', key_file: /k}}}"),
+     "web.yaml: issuer.acme.challenge.dns-01: dns-01: give exactly one of hook, rfc2136 "
+     "(got hook, rfc2136)"),
+    ("fail/rfc2136-relative-key-file", lambda t: t.replace(
+        "{http-01: {webroot: /var/www/html}}",
+        "{dns-01: {rfc2136: {server: '10.0.0.1:53', key_file: k.key}}}"),
+     "web.yaml: issuer.acme.challenge.dns-01.rfc2136.key_file: 'k.key' is not an absolute "
+     "path"),
+    ("fail/rfc2136-algorithm", lambda t: t.replace(
+        "{http-01: {webroot: /var/www/html}}",
+        "{dns-01: {rfc2136: {server: '10.0.0.1:53', key_file: /k, algorithm: hmac-md5}}}"),
+     "web.yaml: issuer.acme.challenge.dns-01.rfc2136.algorithm: "),
 ])
 def test_fail_spec_errors_name_file_and_key(case: str, edit: object, message: str) -> None:
     assert callable(edit)

@@ -225,6 +225,7 @@ def run(obj: Context, check_interval: str) -> None:
               help="The CA certificate its chain must verify to.")
 @click.option("--acme-directory", help="Renew from this ACME directory URL.")
 @click.option("--http01-standalone", metavar="HOST:PORT")
+@click.option("--tlsalpn01-standalone", metavar="HOST:PORT")
 @click.option("--webroot", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--dns01-hook", metavar="PROGRAM")
 @click.option("--est-url", help="Renew from this EST server (base URL).")
@@ -235,7 +236,8 @@ def run(obj: Context, check_interval: str) -> None:
               help="Print the spec instead of writing it into the specs directory.")
 @click.pass_obj
 def adopt(obj: Context, certfile: Path, keyfile: Path, name: str, trust_anchor: Path,
-          acme_directory: str | None, http01_standalone: str | None, webroot: Path | None,
+          acme_directory: str | None, http01_standalone: str | None,
+          tlsalpn01_standalone: str | None, webroot: Path | None,
           dns01_hook: str | None, est_url: str | None, est_label: str | None,
           tls_trust: Path | None, print_only: bool) -> None:
     """Turn a certificate installed by hand into a spec that the agent renews (and record it
@@ -244,13 +246,15 @@ def adopt(obj: Context, certfile: Path, keyfile: Path, name: str, trust_anchor: 
     if acme_directory:
         if http01_standalone:
             challenge: dict[str, Any] = {"http-01": {"standalone": http01_standalone}}
+        elif tlsalpn01_standalone:
+            challenge = {"tls-alpn-01": {"standalone": tlsalpn01_standalone}}
         elif webroot:
             challenge = {"http-01": {"webroot": str(webroot.absolute())}}
         elif dns01_hook:
             challenge = {"dns-01": {"hook": [dns01_hook]}}
         else:
-            raise click.UsageError("--acme-directory needs --http01-standalone, --webroot "
-                                   "or --dns01-hook")
+            raise click.UsageError("--acme-directory needs --http01-standalone, "
+                                   "--tlsalpn01-standalone, --webroot or --dns01-hook")
         issuer["acme"] = {"directory": acme_directory, "challenge": challenge}
         if tls_trust:
             issuer["acme"]["tls_trust"] = str(tls_trust.absolute())

@@ -12,7 +12,9 @@ Order of one enrollment, and what a failure at each step leaves:
    failure keeps the old files live and records the error;
 5. write the version's files, switch ``live`` (see ``agent.install``);
 6. config test hook, deploy hook, endpoint checks: a failure switches back to the previous
-   version, runs the deploy hook again so the service serves it, and records the error;
+   version, runs the deploy hook again so the service serves it, checks the endpoints
+   serve the previous certificate again, and records the error (with any trouble on
+   the way back);
 7. record the enrollment and the next renewal (ARI when the ACME server offers it, else
    the lifetime rule); post hook, whatever the outcome.
 """
@@ -25,14 +27,14 @@ import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
-from certwright.agent import fs, hooks, install, issuers, renewal, sources, verify
+from certwright.agent import fs, hooks, install, renewal, sources, verify
 from certwright.agent.install import Installer, Material
 from certwright.agent.spec import Spec
 from certwright.agent.state import Enrollment, State
@@ -44,10 +46,17 @@ log = logging.getLogger("certwright.agent")
 # RFC 9773 4.3.3: ask again after six hours when the server said nothing usable.
 ARI_RETRY = dt.timedelta(hours=6)
 
-ClientFactory = Callable[[Spec, State], issuers.IssuerClient]
+if TYPE_CHECKING:
+    from certwright.agent import issuers
+
+ClientFactory = Callable[[Spec, State], "issuers.IssuerClient"]
 
 
 def default_clients(spec: Spec, state: State) -> issuers.IssuerClient:
+    # Imported here: the protocol clients (acme, requests, httpx, dnspython) are a third
+    # of the agent's imports (0.1 s), and plan and status never talk to an issuer.
+    from certwright.agent import issuers
+
     return issuers.client_for(spec.issuer, state)
 
 
@@ -235,9 +244,9 @@ class Agent:
             try:
                 self._deploy(spec, env, leaf)
             except CertwrightError as e:
-                self._rollback(spec, inst, previous, version, env)
+                after = self._rollback(spec, inst, previous, version, env)
                 raise CertwrightError(e.kind, f"{e.detail}; rolled back to the previous "
-                                      "certificate", rule=e.rule) from None
+                                      f"certificate{after}", rule=e.rule) from None
             inst.prune(keep=previous)
         self._record(spec, derived, obtained, client, version)
         log.info("%s: installed serial %s for %s (not after %s UTC)", spec.name,
@@ -272,17 +281,26 @@ class Agent:
             hooks.check_endpoint(ep, leaf.serial_number)
 
     def _rollback(self, spec: Spec, inst: Installer, previous: str | None, failed: str,
-                  env: dict[str, str]) -> None:
+                  env: dict[str, str]) -> str:
+        """Switch back, reload the service and check that the endpoints serve the previous
+        certificate again; return what went wrong on the way back ("" if nothing), for
+        the recorded error."""
         inst.rollback(previous, failed)
         log.warning("%s: rolled back to %s", spec.name,
                     f"version {previous}" if previous else "no certificate")
-        if previous is not None and spec.hooks.deploy is not None:
-            try:
-                hooks.run_hook("deploy", spec.hooks.deploy,
-                               {**env, "CERTWRIGHT_ROLLBACK": "1"})
-            except CertwrightError as e:
-                log.error("%s: reloading the previous certificate failed too: %s",
-                          spec.name, e)
+        if previous is None or spec.hooks.deploy is None:
+            return ""
+        try:
+            hooks.run_hook("deploy", spec.hooks.deploy, {**env, "CERTWRIGHT_ROLLBACK": "1"})
+            pem = inst.read(previous, "cert")
+            if pem is not None:
+                serial = x509.load_pem_x509_certificate(pem).serial_number
+                for ep in spec.endpoints:
+                    hooks.check_endpoint(ep, serial, what="the previous")
+        except CertwrightError as e:
+            log.error("%s: after the rollback: %s", spec.name, e)
+            return f"; after the rollback: {e.detail}"
+        return ""
 
     def _record(self, spec: Spec, derived: sources.Derived, obtained: issuers.Obtained,
                 client: issuers.IssuerClient, version: str) -> None:

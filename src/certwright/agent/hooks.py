@@ -7,7 +7,8 @@ import signal
 import socket
 import ssl
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from cryptography import x509
 
@@ -65,10 +66,31 @@ def served_certificate(ep: Endpoint) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
-def check_endpoint(ep: Endpoint, serial: int) -> None:
-    served = served_certificate(ep)
-    if served.serial_number != serial:
-        raise CertwrightError(
-            ErrorKind.CONFIG,
-            f"endpoint {ep.host}:{ep.port}{f' (SNI {ep.sni})' if ep.sni else ''} serves "
-            f"serial {served.serial_number:x}, not the new {serial:x}", rule="endpoints")
+SETTLE_POLL = 0.2  # seconds between two looks while a reload settles
+
+
+def check_endpoint(ep: Endpoint, serial: int, *, what: str = "the new",
+                   sleep: Callable[[float], None] = time.sleep,
+                   monotonic: Callable[[], float] = time.monotonic) -> None:
+    """Raise unless ``ep`` serves the certificate with ``serial`` within ``ep.settle``
+    (looking again every SETTLE_POLL seconds: the reload may not have taken effect yet)."""
+    deadline = monotonic() + ep.settle.total_seconds()
+    while True:
+        try:
+            served: x509.Certificate | None = served_certificate(ep)
+            error: CertwrightError | None = None
+        except CertwrightError as e:
+            served, error = None, e
+        if served is not None and served.serial_number == serial:
+            return
+        if monotonic() + SETTLE_POLL > deadline:
+            break
+        sleep(SETTLE_POLL)
+    if error is not None:
+        raise error
+    assert served is not None
+    raise CertwrightError(
+        ErrorKind.CONFIG,
+        f"endpoint {ep.host}:{ep.port}{f' (SNI {ep.sni})' if ep.sni else ''} serves "
+        f"serial {served.serial_number:x}, not {what} {serial:x} "
+        f"(after {ep.settle.total_seconds():g} s)", rule="endpoints")

@@ -1,6 +1,7 @@
 """The agent's protocol clients: ACME through certbot's ``acme`` library (RFC 8555, with
-http-01 standalone or webroot and dns-01 through a hook command; ARI, RFC 9773, when the
-directory offers it) and EST through httpx (RFC 7030: Basic or mutual TLS, 202 polling,
+http-01 standalone or webroot, tls-alpn-01 on our own listener (``agent.tlsalpn``) and
+dns-01 through RFC 2136 updates (``agent.rfc2136``) or a hook command; ARI, RFC 9773,
+when the directory offers it) and EST through httpx (RFC 7030: Basic or mutual TLS, 202 polling,
 simplereenroll with the current certificate).
 
 Each returns the leaf and the chain as the CA sent them; nothing here checks them (that is
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 
+from certwright.agent import rfc2136, tlsalpn
 from certwright.agent.hooks import run_hook
 from certwright.agent.spec import AcmeIssuer, EstIssuer, Issuer
 from certwright.agent.state import State
@@ -170,8 +172,7 @@ class AcmeClient:
             profile = self.profile if self.profile in _profiles(acme) else None
             order = acme.new_order(csr_pem, profile=profile)
             with self._solve(acme, order):
-                order = acme.poll_and_finalize(
-                    order, deadline=dt.datetime.now() + ORDER_DEADLINE)
+                order = _poll_and_finalize(acme, order)
         except CertwrightError:
             raise
         except (errors.Error, messages.Error) as e:
@@ -190,41 +191,54 @@ class AcmeClient:
         """Put every pending authorization's response in place, answer the challenges,
         and take the responses down afterwards."""
         spec = self.spec.challenge
-        want: type[challenges.Challenge] = (challenges.HTTP01 if spec.http_01 is not None
-                                            else challenges.DNS01)
-        todo: list[tuple[messages.ChallengeBody, str]] = []
+        want: type[challenges.Challenge] = (
+            challenges.HTTP01 if spec.http_01 is not None
+            else tlsalpn.TLSALPN01 if spec.tls_alpn_01 is not None else challenges.DNS01)
+        todo: list[tuple[messages.ChallengeBody, str, str]] = []
         for authz in order.authorizations:
             if authz.body.status == messages.STATUS_VALID:
                 continue
             found = [c for c in authz.body.challenges if isinstance(c.chall, want)]
+            ident = authz.body.identifier
             if not found:
                 raise issuer_error(
-                    f"ACME: the server offers no {want.typ} challenge for "
-                    f"{authz.body.identifier.value}")
-            todo.append((found[0], authz.body.identifier.value))
+                    f"ACME: the server offers no {want.typ} challenge for {ident.value}")
+            todo.append((found[0], ident.typ.name, ident.value))
+        key = acme.net.key
         with contextlib.ExitStack() as stack:
             if spec.http_01 is not None and spec.http_01.standalone is not None:
                 resources = set()
-                for challb, _ in todo:
-                    response, validation = challb.response_and_validation(acme.net.key)
+                for challb, _, _ in todo:
+                    response, validation = challb.response_and_validation(key)
                     resources.add(standalone.HTTP01RequestHandler.HTTP01Resource(
                         chall=challb.chall, response=response, validation=validation))
                 if todo:
                     stack.enter_context(_http01_listener(spec.http_01.standalone, resources))
             elif spec.http_01 is not None and spec.http_01.webroot is not None:
-                for challb, _ in todo:
-                    _, validation = challb.response_and_validation(acme.net.key)
+                for challb, _, _ in todo:
+                    _, validation = challb.response_and_validation(key)
                     stack.enter_context(_webroot_file(spec.http_01.webroot,
                                                       challb.chall.encode("token"), validation))
+            elif spec.tls_alpn_01 is not None:
+                answers = {(typ, value): challb.chall.validation(key)
+                           for challb, typ, value in todo}
+                if answers:
+                    stack.enter_context(tlsalpn.responding(spec.tls_alpn_01.standalone,
+                                                           answers))
             elif spec.dns_01 is not None:
-                for challb, ident in todo:
-                    _, validation = challb.response_and_validation(acme.net.key)
-                    fqdn = challb.validation_domain_name(ident.removeprefix("*."))
-                    stack.enter_context(_dns_record(spec.dns_01.hook, fqdn, validation))
+                for challb, _, value in todo:
+                    _, validation = challb.response_and_validation(key)
+                    fqdn = challb.validation_domain_name(value.removeprefix("*."))
+                    if spec.dns_01.rfc2136 is not None:
+                        stack.enter_context(rfc2136.record(spec.dns_01.rfc2136, fqdn,
+                                                           validation))
+                    else:
+                        assert spec.dns_01.hook is not None
+                        stack.enter_context(_dns_record(spec.dns_01.hook, fqdn, validation))
                 if todo and spec.dns_01.propagation:
                     time.sleep(spec.dns_01.propagation.total_seconds())
-            for challb, _ in todo:
-                acme.answer_challenge(challb, challb.response(acme.net.key))
+            for challb, _, _ in todo:
+                acme.answer_challenge(challb, challb.response(key))
             yield
 
     def renewal_time(self, cert: x509.Certificate
@@ -243,6 +257,61 @@ class AcmeClient:
             log.warning("ACME renewalInfo: %s", e)
             return None, _aware(e.retry_after)
         return (None if at is None else _aware(at)), _aware(retry)
+
+
+POLL_FIRST = 0.1  # seconds before the first look at a pending authorization or order
+POLL_MAX = 5.0  # the longest wait between two looks when the server gives no Retry-After
+
+
+def _next_poll(response: Any, delay: float) -> float:
+    """RFC 8555 7.5.1/7.4: wait what Retry-After asks (at most MAX_RETRY_AFTER), else
+    twice the previous wait, up to POLL_MAX."""
+    value = response.headers.get("Retry-After")
+    if value is not None and value.strip().isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    return min(delay * 2, POLL_MAX)
+
+
+def _poll_and_finalize(acme: client.ClientV2, order: messages.OrderResource
+                       ) -> messages.OrderResource:
+    """The library's poll_and_finalize sleeps a fixed second before each look, which makes
+    every enrollment last two seconds or more against a CA that validates in
+    milliseconds; this looks after POLL_FIRST, then backs off (or follows Retry-After)."""
+    deadline = time.monotonic() + ORDER_DEADLINE.total_seconds()
+
+    def wait(delay: float) -> None:
+        if time.monotonic() + delay > deadline:
+            raise errors.TimeoutError()
+        time.sleep(delay)
+
+    done = []
+    for authzr in order.authorizations:
+        delay = POLL_FIRST
+        while authzr.body.status in (messages.STATUS_PENDING, messages.STATUS_PROCESSING):
+            wait(delay)
+            authzr, response = acme.poll(authzr)
+            delay = _next_poll(response, delay)
+        done.append(authzr)
+    failed = [a for a in done if a.body.status != messages.STATUS_VALID]
+    if failed:
+        raise errors.ValidationError(failed)
+    order = acme.begin_finalization(order.update(authorizations=done))
+    delay = POLL_FIRST
+    while True:
+        body = order.body
+        if body.status == messages.STATUS_INVALID:
+            if body.error is not None:
+                raise errors.IssuanceError(body.error)
+            raise errors.Error("the order became invalid; the server said nothing more")
+        if body.status == messages.STATUS_VALID and body.certificate is not None:
+            # POST-as-GET (RFC 8555 6.3); the library has no public call for a URL.
+            cert = acme._post_as_get(body.certificate)
+            issued: messages.OrderResource = order.update(fullchain_pem=cert.text)
+            return issued
+        wait(delay)
+        response = acme._post_as_get(order.uri)
+        order = order.update(body=messages.Order.from_json(response.json()))
+        delay = _next_poll(response, delay)
 
 
 def _aware(t: dt.datetime) -> dt.datetime:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from certwright.ca.profiles import Duration, Strict, _explain, _UniqueKeyLoader
+from certwright.ca.profiles import Duration, Strict, _explain
 from certwright.errors import config_error
 from certwright.pki.names import normalize_dns
 
@@ -58,6 +58,13 @@ def _command(v: Any) -> Any:
 # -- issuers --------------------------------------------------------------------------------
 
 
+def _host_port(v: str, what: str = "listen address") -> str:
+    _, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{v!r}: give the {what} as HOST:PORT")
+    return v
+
+
 class Http01(Strict):
     """http-01: answer on our own listener (``standalone: 127.0.0.1:80``) or write the
     file under a web server's document root (``webroot: /var/www/html``)."""
@@ -68,12 +75,7 @@ class Http01(Strict):
     @field_validator("standalone")
     @classmethod
     def _listen(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        _, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{v!r}: give the listen address as HOST:PORT")
-        return v
+        return None if v is None else _host_port(v)
 
     @model_validator(mode="after")
     def _one(self) -> Http01:
@@ -81,11 +83,61 @@ class Http01(Strict):
         return self
 
 
-class Dns01(Strict):
-    """dns-01 through a command: ``hook present|cleanup FQDN VALUE``."""
+class TlsAlpn01(Strict):
+    """tls-alpn-01 (RFC 8737): our own TLS listener answers ALPN ``acme-tls/1`` with the
+    validation certificate (``standalone: 0.0.0.0:443``, or the port the CA connects to
+    when something in front forwards it)."""
 
-    hook: Command
-    # How long to wait after the hook before asking the CA to look (DNS propagation).
+    standalone: str
+
+    @field_validator("standalone")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        return _host_port(v)
+
+
+class Rfc2136(Strict):
+    """dns-01 through RFC 2136 dynamic updates signed with TSIG (RFC 8945), sent to the
+    zone's primary server. ``key_file`` holds the TSIG secret: either a BIND ``key``
+    clause (as ``tsig-keygen`` writes it; it also gives the key's name and algorithm) or
+    the base64 secret alone (then ``key_name`` is needed). The secret never sits in the
+    spec and is never logged."""
+
+    server: str  # HOST:PORT of the primary
+    zone: str | None = None  # found by asking the server for the name's SOA when unset
+    key_file: Path
+    key_name: str | None = None
+    algorithm: Literal["hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224",
+                       "hmac-sha1"] | None = None
+    ttl: int = Field(default=60, ge=0, le=86400)
+    timeout: Duration = dt.timedelta(seconds=10)
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, v: str) -> str:
+        return _host_port(v, "primary server's address")
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return None if v is None else normalize_dns(v.rstrip("."))
+
+    @field_validator("key_file")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        if not v.is_absolute():
+            raise ValueError(f"{str(v)!r} is not an absolute path")
+        return v
+
+
+class Dns01(Strict):
+    """dns-01 through a command (``hook present|cleanup FQDN VALUE``) or RFC 2136 dynamic
+    updates (``rfc2136:``)."""
+
+    hook: Command | None = None
+    rfc2136: Rfc2136 | None = None
+    # How long to wait after the record is in place before asking the CA to look (the
+    # time the zone's other servers take to get it).
     propagation: Duration = dt.timedelta(seconds=0)
 
     @field_validator("hook", mode="before")
@@ -93,21 +145,30 @@ class Dns01(Strict):
     def _hook(cls, v: Any) -> Any:
         return _command(v)
 
+    @model_validator(mode="after")
+    def _one(self) -> Dns01:
+        _exactly_one(self, ("hook", "rfc2136"), "dns-01")
+        return self
+
 
 class Challenge(Strict):
     http_01: Http01 | None = Field(default=None, alias="http-01")
+    tls_alpn_01: TlsAlpn01 | None = Field(default=None, alias="tls-alpn-01")
     dns_01: Dns01 | None = Field(default=None, alias="dns-01")
 
     @model_validator(mode="after")
     def _one(self) -> Challenge:
-        _exactly_one(self, ("http_01", "dns_01"), "challenge")
+        _exactly_one(self, ("http_01", "tls_alpn_01", "dns_01"), "challenge")
         return self
 
     @property
     def method(self) -> str:
         if self.http_01 is not None:
             return "http-01 standalone" if self.http_01.standalone else "http-01 webroot"
-        return "dns-01 hook"
+        if self.tls_alpn_01 is not None:
+            return "tls-alpn-01 standalone"
+        assert self.dns_01 is not None
+        return "dns-01 rfc2136" if self.dns_01.rfc2136 is not None else "dns-01 hook"
 
 
 class Eab(Strict):
@@ -380,7 +441,11 @@ class Endpoint(Strict):
     host: str
     port: int = Field(ge=1, le=65535)
     sni: str | None = None
-    timeout: Duration = dt.timedelta(seconds=10)
+    timeout: Duration = dt.timedelta(seconds=10)  # per connection
+    # How long the new certificate may take to show up after the deploy hook: a reload
+    # is asynchronous (``nginx -s reload`` signals the master process and returns at
+    # once; connections keep reaching the old workers until the new ones are up).
+    settle: Duration = dt.timedelta(seconds=10)
 
 
 class Spec(Strict):
@@ -421,9 +486,27 @@ def parse_spec(data: Any, source: str) -> Spec:
                                      for err in e.errors())) from None
 
 
+class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The CA configuration's rule (a key given twice in one mapping is an error) on
+    libyaml's parser where PyYAML has it: loading 500 specs took 0.34 s with the
+    pure-Python parser, 0.12 s with libyaml (bench/agent_plan.py)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        mapping: dict[Any, Any] = yaml.constructor.SafeConstructor.construct_mapping(
+            self, node, deep=deep)
+        return mapping
+
+
 def parse_spec_text(text: str, source: str) -> Spec:
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        data = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -25,6 +25,7 @@ from certwright.ca.revocation import Reason
 from certwright.ca.service import Held
 from certwright.errors import CertwrightError, ErrorKind
 from certwright.est.cli import est as est_group
+from certwright.monitor.cli import monitor as monitor_group
 from certwright.pki import csr as csrlib
 from certwright.pki.keys import CA_KEY_TYPES, write_public_file
 from certwright.store.repo import parse_serial
@@ -423,6 +424,7 @@ def audit_export(data: Path) -> None:
 
 main.add_command(agent_group)
 main.add_command(est_group)
+main.add_command(monitor_group)
 
 if __name__ == "__main__":
     main()

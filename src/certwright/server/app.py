@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from certwright.ca import hierarchy
 from certwright.ca.service import CertificateAuthority
+from certwright.monitor.metrics import LatencyMiddleware, metrics_endpoint
 
 OCSP_MAX_REQUEST = 16 * 1024
 # RFC 5019 section 5: responders serving GET should allow caching until nextUpdate;
@@ -164,6 +165,7 @@ def build_http_app(ca: CertificateAuthority) -> ASGIApp:
         Route("/root.pem", root_pem),
         Route("/ocsp", ocsp_post, methods=["POST"]),
         Route("/ocsp/{req:path}", ocsp_get, methods=["GET"]),
+        Route("/metrics", metrics_endpoint(ca.store, ca.clock), methods=["GET"]),
     ]
     app = Starlette(routes=routes)
     return BodyLimit(app, ca.config.server.max_body_bytes)
@@ -233,4 +235,4 @@ def build_https_app(ca: CertificateAuthority, mounts: list[Any] | None = None,
     app: ASGIApp = Starlette(routes=routes)
     if prefixes:
         app = PrefixDispatch(prefixes, app)
-    return BodyLimit(app, ca.config.server.max_body_bytes)
+    return LatencyMiddleware(BodyLimit(app, ca.config.server.max_body_bytes))

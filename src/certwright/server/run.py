@@ -22,6 +22,8 @@ from certwright.ca import datadir
 from certwright.ca.service import CertificateAuthority
 from certwright.errors import CertwrightError, ErrorKind, config_error
 from certwright.est.app import client_trust_anchors, est_prefixes
+from certwright.monitor.checkin import checkin_routes
+from certwright.monitor.engine import run_forever
 from certwright.server import listener_cert, tls
 from certwright.server.app import build_http_app, build_https_app
 
@@ -156,8 +158,9 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
             uvicorn.Config(build_http_app(ca), host=http_host, port=http_port,
                            log_level="warning", access_log=False, lifespan="off",
                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN),
-            uvicorn.Config(build_https_app(ca, prefixes={**acme_prefixes(ca),
-                                                         **est_prefixes(ca)}),
+            uvicorn.Config(build_https_app(ca, mounts=checkin_routes(ca),
+                                           prefixes={**acme_prefixes(ca),
+                                                     **est_prefixes(ca)}),
                            host=https_host, port=https_port,
                            ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
                            # every request's scope carries the TLS client certificate
@@ -212,6 +215,8 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
             upkeep = asyncio.create_task(_upkeep(ca, data, configs[1].ssl,
                                                  renew=not is_child))
             watcher = asyncio.create_task(_watch(children, lost, stop))
+            # The monitor evaluates in the first process only (one alerter).
+            monitoring = None if is_child else asyncio.create_task(run_forever(ca, data))
             tasks = [asyncio.create_task(servers[0]._serve(http_socks)),
                      asyncio.create_task(servers[1]._serve(https_socks))]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -219,6 +224,8 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
             await asyncio.gather(*tasks, return_exceptions=True)
             upkeep.cancel()
             watcher.cancel()
+            if monitoring is not None:
+                monitoring.cancel()
             for t in done:
                 error = t.exception()
                 if error is not None:

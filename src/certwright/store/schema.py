@@ -241,3 +241,75 @@ est_requests = sa.Table(
     sa.UniqueConstraint("profile", "requester", "spki_sha256", "operation",
                         name="uq_est_requests_retry"),
 )
+
+# -- The monitor's state. Owned by certwright.monitor; the RA and the Authority never read
+# these.
+
+# Per-host check-in credentials: only a salted HMAC-SHA256 of the bearer token is kept
+# ("hmac-sha256$salt$hash", base64url parts); the token has 256 bits of entropy.
+monitor_tokens = sa.Table(
+    "monitor_tokens",
+    metadata,
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+)
+
+# The last check-in of each agent.
+monitor_agents = sa.Table(
+    "monitor_agents",
+    metadata,
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("agent_version", sa.String(64), nullable=False),
+    sa.Column("interval_seconds", sa.Integer, nullable=True),  # what the agent promised
+    sa.Column("checked_in_at", UtcDateTime(), nullable=False),
+    sa.Column("first_seen", UtcDateTime(), nullable=False),
+)
+
+# Every expected certificate: one per spec an agent reported (source "agent"), per
+# declared expectation and endpoint of the configuration ("declared", "endpoint"). The
+# observed columns hold what the agent reported, or what the last evaluation found.
+monitor_expectations = sa.Table(
+    "monitor_expectations",
+    metadata,
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False, index=True),
+    sa.Column("spec", sa.String(255), nullable=True),
+    sa.Column("profile", sa.String(64), nullable=True),
+    sa.Column("issuer", sa.Text, nullable=True),
+    sa.Column("names", sa.Text, nullable=False),  # JSON list of "type:value"
+    sa.Column("first_seen", UtcDateTime(), nullable=False),
+    sa.Column("serial", sa.String(48), nullable=True),
+    sa.Column("cert_names", sa.Text, nullable=True),  # JSON list, as installed or served
+    sa.Column("not_before", UtcDateTime(), nullable=True),
+    sa.Column("not_after", UtcDateTime(), nullable=True),
+    sa.Column("last_attempt_at", UtcDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("failing_since", UtcDateTime(), nullable=True),
+    sa.Column("next_renewal_at", UtcDateTime(), nullable=True),
+    sa.Column("observed_at", UtcDateTime(), nullable=True),
+)
+
+# Findings: at most one open row per key (kind and subject); resolved rows stay as
+# history. alerted_at is the last delivered open/reminder alert; resolve_due marks a
+# resolved finding whose resolution is still to be sent (it was alerted when open).
+monitor_findings = sa.Table(
+    "monitor_findings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(600), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("subject", sa.String(512), nullable=False),
+    sa.Column("host", sa.String(255), nullable=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("since", UtcDateTime(), nullable=False),  # when the problem began
+    sa.Column("opened_at", UtcDateTime(), nullable=False),
+    sa.Column("resolved_at", UtcDateTime(), nullable=True, index=True),
+    sa.Column("alerted_at", UtcDateTime(), nullable=True),
+    sa.Column("resolve_due", sa.Boolean, nullable=False, default=False, index=True),
+    sa.Index("uq_monitor_findings_open_key", "key", unique=True,
+             sqlite_where=sa.text("resolved_at IS NULL"),
+             postgresql_where=sa.text("resolved_at IS NULL")),
+)

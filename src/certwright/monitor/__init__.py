@@ -1,0 +1,1 @@
+"""The monitor: expected certificates against what was issued, installed and served."""

@@ -1,0 +1,124 @@
+"""One evaluation, end to end: snapshot, evaluate, record, alert. The server runs it on
+an interval (``run_forever``, first process only); ``certwright monitor check`` once."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from cryptography import x509
+
+from certwright.ca.profiles import Config, ExpectedEndpoint
+from certwright.ca.service import CertificateAuthority
+from certwright.clock import Clock
+from certwright.errors import CertwrightError
+from certwright.monitor.alerts import AlertError, Sink, SmtpSink, WebhookSink
+from certwright.monitor.evaluate import CertIndex, declared_expectations, evaluate
+from certwright.monitor.model import Probe, StoredFinding, severity_rank
+from certwright.monitor.probe import probe_all
+from certwright.monitor.state import AlertEvent, MonitorState
+from certwright.store.repo import Store
+
+__all__ = ["Monitor", "Report", "run_forever"]
+
+log = logging.getLogger("certwright.monitor")
+
+Prober = Callable[[Mapping[str, ExpectedEndpoint], x509.Certificate, float],
+                  dict[str, Probe]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    at: dt.datetime
+    open: list[StoredFinding]
+    sent: list[AlertEvent]
+    errors: list[str]  # sinks that failed (their alerts are due again next time)
+
+    def worst(self) -> int:
+        return max((severity_rank(f.severity) for f in self.open), default=-1)
+
+
+class Monitor:
+    def __init__(self, *, config: Config, store: Store, clock: Clock,
+                 issuing: x509.Certificate, sinks: list[Sink] | None = None,
+                 prober: Prober = probe_all) -> None:
+        self.config = config
+        self.settings = config.monitor
+        self.state = MonitorState(store, clock)
+        self.clock = clock
+        self.issuing = issuing
+        self.sinks = sinks or []
+        self.prober = prober
+        self.stopping = threading.Event()
+
+    @classmethod
+    def for_ca(cls, ca: CertificateAuthority, data: Path) -> Monitor:
+        """A monitor with the sinks ``monitor.alerts`` configures (secrets read now)."""
+        stopping = threading.Event()
+        alerts = ca.config.monitor.alerts
+        sinks: list[Sink] = []
+        if alerts.webhook is not None:
+            sinks.append(WebhookSink(alerts.webhook, data, stopping=stopping))
+        if alerts.smtp is not None:
+            sinks.append(SmtpSink(alerts.smtp, data))
+        m = cls(config=ca.config, store=ca.store, clock=ca.clock, issuing=ca.chain[0],
+                sinks=sinks)
+        m.stopping = stopping
+        return m
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def evaluate(self, *, alert: bool = True) -> Report:
+        s = self.settings
+        now = self.clock.now()
+        expectations = self.state.sync_declared(declared_expectations(s, now))
+        probes = self.prober({e.key: e for e in s.endpoints}, self.issuing,
+                             s.probe_timeout.total_seconds())
+        wanted = [(e.profile, e.names) for e in expectations
+                  if e.profile and e.source != "agent"]
+        served = [p.serial for p in probes.values() if p.serial is not None]
+        index = CertIndex.build(
+            self.state.issued_keys({p for p, _ in wanted}) if wanted else (), wanted,
+            self.state.certificates, served)
+        result = evaluate(s, now, expectations=expectations, agents=self.state.agents(),
+                          index=index, pending=self.state.pending_requests(), probes=probes)
+        self.state.record_observations(result.observed, now)
+        events = self.state.reconcile(result.findings, now, reminder=s.alerts.reminder,
+                                      min_severity=s.alerts.min_severity,
+                                      claim=alert and bool(self.sinks))
+        errors: list[str] = []
+        if events:
+            for sink in self.sinks:
+                try:
+                    sink.send(events, now)
+                except AlertError as e:
+                    errors.append(str(e))
+                    log.warning("alert not delivered (due again next time): %s", e)
+            if errors:
+                self.state.unclaim(events)
+        return Report(now, self.state.open_findings(), [] if errors else events, errors)
+
+
+async def run_forever(ca: CertificateAuthority, data: Path) -> None:
+    """The server's loop: evaluate now, then every ``monitor.interval``."""
+    try:
+        monitor = Monitor.for_ca(ca, data)
+    except CertwrightError as e:
+        log.error("the monitor cannot start: %s", e)
+        return
+    interval = ca.config.monitor.interval.total_seconds()
+    try:
+        while True:
+            try:
+                await asyncio.to_thread(monitor.evaluate)
+            except Exception:
+                log.exception("monitor evaluation failed; next one in %s s", interval)
+            await asyncio.sleep(interval)
+    finally:
+        monitor.stop()

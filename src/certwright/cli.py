@@ -23,6 +23,7 @@ from certwright.ca.policy import EnrollmentRequest, Requester
 from certwright.ca.profiles import Protocol, parse_duration
 from certwright.ca.revocation import Reason
 from certwright.ca.service import Held
+from certwright.clioptions import DATA
 from certwright.errors import CertwrightError, ErrorKind
 from certwright.est.cli import est as est_group
 from certwright.monitor.cli import monitor as monitor_group
@@ -33,11 +34,6 @@ from certwright.store.repo import parse_serial
 EXIT_ERROR = 1
 EXIT_PENDING = 3
 
-DATA = click.option(
-    "--data", "data", type=click.Path(file_okay=False, path_type=Path),
-    default=lambda: os.environ.get("CERTWRIGHT_DATA", "./var"), show_default="./var or $CERTWRIGHT_DATA",
-    help="The CA's data directory.",
-)
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:

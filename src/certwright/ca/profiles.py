@@ -31,7 +31,7 @@ from pydantic import (
 
 from certwright.errors import config_error
 from certwright.pki.keys import RSA_FLOOR_BITS
-from certwright.pki.names import normalize_dns
+from certwright.pki.names import canonical_names, normalize_dns
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -394,23 +394,7 @@ FindingKind = Literal["missing", "renewal-failing", "expiring", "expired", "name
                       "stale-deployment", "agent-silent", "pending-approval-stuck"]
 
 
-def _expected_names(v: Any) -> Any:
-    """``web.internal``, ``dns:web.internal``, ``ip:10.0.0.1``... -> canonical ``type:value``."""
-    from certwright.errors import CertwrightError
-    from certwright.pki.names import parse_name
-
-    if not isinstance(v, list | tuple):
-        return v
-    out: list[str] = []
-    for text in v:
-        try:
-            out += parse_name(str(text)).as_strings()
-        except (CertwrightError, ValueError) as e:
-            raise ValueError(f"{text!r} is not a name: {e}") from None
-    return tuple(dict.fromkeys(out))
-
-
-ExpectedNames = Annotated[tuple[str, ...], BeforeValidator(_expected_names), Field(min_length=1)]
+ExpectedNames = Annotated[tuple[str, ...], BeforeValidator(canonical_names), Field(min_length=1)]
 
 
 def _threshold(v: object) -> float | dt.timedelta:

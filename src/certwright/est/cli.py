@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import click
 
 from certwright.ca import datadir
 from certwright.ca.profiles import Protocol, parse_duration
+from certwright.clioptions import DATA, OPERATOR
 from certwright.errors import CertwrightError, ErrorKind
 from certwright.est.state import Credential, EstState
 
 __all__ = ["est"]
 
-DATA = click.option(
-    "--data", "data", type=click.Path(file_okay=False, path_type=Path),
-    default=lambda: os.environ.get("CERTWRIGHT_DATA", "./var"),
-    show_default="./var or $CERTWRIGHT_DATA", help="The CA's data directory.",
-)
-OPERATOR = click.option("--operator", default=lambda: os.environ.get("USER", "operator"),
-                        show_default="$USER", help="Who is acting, for the audit log.")
 
 
 @click.group()

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from certwright.ca.service import CertificateAuthority
 from certwright.errors import CertwrightError, ErrorKind
 from certwright.monitor.state import MonitorState
-from certwright.pki.names import parse_name
+from certwright.pki.names import canonical_names
 from certwright.store.repo import parse_serial
 
 __all__ = ["PATH", "Attempt", "CheckIn", "InstalledCertificate", "Renewal", "SpecReport",
@@ -38,18 +38,6 @@ __all__ = ["PATH", "Attempt", "CheckIn", "InstalledCertificate", "Renewal", "Spe
 
 PATH = "/monitor/v1/checkin"
 MAX_SPECS = 1000
-
-
-def _names(v: Any) -> Any:
-    if not isinstance(v, list | tuple):
-        return v
-    out: list[str] = []
-    for text in v:
-        try:
-            out += parse_name(str(text)).as_strings()
-        except (CertwrightError, ValueError) as e:
-            raise ValueError(f"{text!r} is not a name: {e}") from None
-    return tuple(dict.fromkeys(out))
 
 
 def _serial(v: Any) -> Any:
@@ -61,7 +49,7 @@ def _serial(v: Any) -> Any:
     return v
 
 
-Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+Names = Annotated[tuple[str, ...], BeforeValidator(canonical_names)]
 Serial = Annotated[str, BeforeValidator(_serial)]
 
 

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from certwright.ca import datadir
+from certwright.clioptions import DATA, OPERATOR
 from certwright.monitor.engine import Monitor
 from certwright.monitor.model import SEVERITIES, severity_rank
 from certwright.monitor.state import MonitorState
 
 __all__ = ["monitor"]
 
-DATA = click.option(
-    "--data", "data", type=click.Path(file_okay=False, path_type=Path),
-    default=lambda: os.environ.get("CERTWRIGHT_DATA", "./var"),
-    show_default="./var or $CERTWRIGHT_DATA", help="The CA's data directory.",
-)
-OPERATOR = click.option("--operator", default=lambda: os.environ.get("USER", "operator"),
-                        show_default="$USER", help="Who is acting, for the audit log.")
 
 
 def _ts(value: dt.datetime | None) -> str:

@@ -155,3 +155,19 @@ def common_name(subject: x509.Name) -> str | None:
         return None
     value = attrs[0].value
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def canonical_names(values: object) -> object:
+    """A list of names as people write them (``web.internal``, ``dns:web.internal``,
+    ``ip:10.0.0.1``) as canonical ``type:value`` strings, in order, without repeats;
+    anything but a list is handed back for the caller's type check (a pydantic
+    ``BeforeValidator``). A bad name raises ValueError naming it."""
+    if not isinstance(values, list | tuple):
+        return values
+    out: list[str] = []
+    for text in values:
+        try:
+            out += parse_name(str(text)).as_strings()
+        except (CertwrightError, ValueError) as e:
+            raise ValueError(f"{text!r} is not a name: {e}") from None
+    return tuple(dict.fromkeys(out))

@@ -17,6 +17,7 @@ import click
 import yaml
 
 from certwright.agent import adopt as adoptlib
+from certwright.agent.checkin import Monitor, report
 from certwright.agent.core import Agent, Plan
 from certwright.agent.daemon import Daemon
 from certwright.agent.spec import Spec, load_specs
@@ -30,9 +31,10 @@ DEFAULT_STATE = "/var/lib/certwright-agent"
 
 
 class Context:
-    def __init__(self, specs: Path, state: Path) -> None:
+    def __init__(self, specs: Path, state: Path, monitor: Monitor | None = None) -> None:
         self.specs_path = specs
         self.state_path = state
+        self.monitor = monitor
 
     def specs(self, names: tuple[str, ...] = ()) -> list[Spec]:
         specs = load_specs(self.specs_path)
@@ -73,11 +75,41 @@ def _logging(level: str) -> None:
               help="The agent's state directory (its record of enrollments, ACME accounts).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
+@click.option("--monitor-url", envvar="CERTWRIGHT_AGENT_MONITOR_URL", default=None,
+              help="Check in with this certwright server's monitor (its HTTPS base URL) "
+                   "after each enrollment and every --monitor-interval; env "
+                   "CERTWRIGHT_AGENT_MONITOR_URL.")
+@click.option("--monitor-token-file", envvar="CERTWRIGHT_AGENT_MONITOR_TOKEN_FILE",
+              type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The host's check-in token (`certwright monitor token add HOST` on the "
+                   "server), in a file only its owner can read.")
+@click.option("--monitor-trust", envvar="CERTWRIGHT_AGENT_MONITOR_TRUST",
+              type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PEM trust anchor for the server's TLS (default: the system's).")
+@click.option("--monitor-host", envvar="CERTWRIGHT_AGENT_MONITOR_HOST", default=None,
+              help="The name this host checks in as (default: its FQDN).")
+@click.option("--monitor-interval", envvar="CERTWRIGHT_AGENT_MONITOR_INTERVAL", default="15m",
+              show_default=True, help="The longest time between two check-ins.")
 @click.pass_context
-def agent(ctx: click.Context, specs: Path, state: Path, log_level: str) -> None:
+def agent(ctx: click.Context, specs: Path, state: Path, log_level: str,
+          monitor_url: str | None, monitor_token_file: Path | None,
+          monitor_trust: Path | None, monitor_host: str | None,
+          monitor_interval: str) -> None:
     """The enrollment agent: gets, installs and renews this host's certificates."""
     _logging(log_level)
-    ctx.obj = Context(specs, state)
+    monitor = None
+    if monitor_url is not None:
+        if monitor_token_file is None:
+            raise click.BadParameter("--monitor-url needs --monitor-token-file",
+                                     param_hint="--monitor-token-file")
+        try:
+            interval = parse_duration(monitor_interval)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--monitor-interval") from None
+        extra = {"host": monitor_host} if monitor_host else {}
+        monitor = Monitor(monitor_url, monitor_token_file, monitor_trust,
+                          interval=interval, **extra)
+    ctx.obj = Context(specs, state, monitor)
 
 
 def _ts(t: dt.datetime | None) -> str:
@@ -147,6 +179,10 @@ def enroll(obj: Context, names: tuple[str, ...], force: bool) -> None:
             else:
                 failed.append(s.name)
                 click.echo(f"{s.name}: failed: {result.error}")
+        if obj.monitor is not None:
+            # Every spec, not only the ones just enrolled: a check-in replaces the host's
+            # previous report on the server.
+            report(a, obj.specs(), obj.monitor)
     if failed:
         raise CertwrightError(ErrorKind.INTERNAL, f"enrollment failed for {', '.join(failed)}")
 
@@ -211,7 +247,16 @@ def run(obj: Context, check_interval: str) -> None:
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--check-interval") from None
     with obj.agent() as a:
-        code = Daemon(obj.specs, a, a.clock, check_interval=interval).run()
+        checkin = None
+        if obj.monitor is not None:
+            link = obj.monitor
+
+            def checkin(specs: list[Spec]) -> bool:
+                return report(a, specs, link)
+
+        code = Daemon(obj.specs, a, a.clock, check_interval=interval, checkin=checkin,
+                      checkin_interval=(obj.monitor.interval if obj.monitor is not None
+                                        else dt.timedelta(minutes=15))).run()
     sys.exit(code)
 
 

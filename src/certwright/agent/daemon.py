@@ -30,11 +30,18 @@ MIN_SLEEP = dt.timedelta(seconds=1)
 
 class Daemon:
     def __init__(self, load: Callable[[], list[Spec]], agent: Agent, clock: Clock, *,
-                 check_interval: dt.timedelta) -> None:
+                 check_interval: dt.timedelta,
+                 checkin: Callable[[list[Spec]], object] | None = None,
+                 checkin_interval: dt.timedelta = dt.timedelta(minutes=15)) -> None:
         self.load = load
         self.agent = agent
         self.clock = clock
         self.check_interval = check_interval
+        # Check-ins to the server's monitor (agent/checkin.py): after a cycle that
+        # enrolled something, and at least every checkin_interval.
+        self.checkin = checkin
+        self.checkin_interval = checkin_interval
+        self._next_checkin: dt.datetime | None = None
         self.stop = False
         self.reload = False
         # Specs enrolled in this process and when they may be tried again at the earliest,
@@ -90,6 +97,7 @@ class Daemon:
         """Enroll every spec that is due; return when to look again."""
         now = self.clock.now()
         wake = now + self.check_interval
+        enrolled = False
         for spec in specs:
             if self.stop:
                 break
@@ -98,6 +106,7 @@ class Daemon:
             e = plan.enrollment
             if plan.due and (cool is None or cool <= now):
                 self.agent.enroll(spec, plan.reason)
+                enrolled = True
                 self._cooldown[spec.name] = self.clock.now() + spec.renewal.retry_base
                 plan = self.agent.plan(spec)
             elif e is not None and e.ari_next_check is not None and e.ari_next_check <= now:
@@ -108,4 +117,9 @@ class Daemon:
                 at = self._cooldown.get(spec.name, now)
             if at is not None:
                 wake = min(wake, at)
+        if self.checkin is not None and not self.stop:
+            if enrolled or self._next_checkin is None or self._next_checkin <= self.clock.now():
+                self.checkin(specs)  # logs its own failures; the next cycle tries again
+                self._next_checkin = self.clock.now() + self.checkin_interval
+            wake = min(wake, self._next_checkin)
         return max(wake, self.clock.now() + MIN_SLEEP)

@@ -7,6 +7,8 @@ real webhook receiver (HMAC checked by the receiver).
   webhook gets exactly one alert. The spec fixed (allowed names): the agent enrolls and
   checks in the installed certificate; one resolve.
 - `agent run` stopped with SIGTERM: `agent-silent`, with the host named.
+- nginx left on the old certificate by a renewal whose reload hook was removed:
+  `stale-deployment`; the hook restored, it resolves.
 """
 
 from __future__ import annotations
@@ -19,11 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from .agent_support import agent_env, assert_pair_matches, run_agent, safe_directory, write_spec
+from .agent_support import (
+    agent_env,
+    assert_pair_matches,
+    run_agent,
+    safe_directory,
+    served_serial,
+    wait_served,
+    write_spec,
+)
 from .cli import CERTWRIGHT, run
+from .conftest import require_peer
 from .monitor_support import Receiver, add_monitor_config, receiving, write_secret
-from .served import Served, serving
+from .served import Served, free_ports, openssl, serving
+from .test_agent_nginx import MAIN, SITE, Nginx, _user_directive, running
 
 PROFILE = "tls-client"  # EST with automatic approval; names under *.test and *.internal
 
@@ -161,3 +174,85 @@ def test_ok_stopped_agent_is_silent_with_its_host_named(server: Served, hook: Re
         again = host.agent("enroll")
         assert again.returncode == 0, again.stdout + again.stderr
         hook.wait_for(lambda ev: ("resolved", "agent-silent") in of(ev, subject))
+
+
+# -- stale deployment: nginx keeps serving the old certificate ------------------------------
+
+SHOP = "shop.stale.test"  # tls-client allows *.test
+
+
+def test_ok_nginx_left_on_the_old_certificate_is_a_stale_deployment(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """nginx on loopback serves what the agent installs; a renewal whose deploy (reload)
+    hook was removed leaves nginx on the old certificate while the store has a newer one:
+    `stale-deployment`. The hook restored and the next renewal run: it resolves."""
+    program = require_peer("nginx", "nginx")
+    http, https = free_ports(2)
+    with receiving() as hook, safe_directory() as root:
+        def configure(data: Path) -> None:
+            add_monitor_config(data, f"""
+monitor:
+  interval: 1s
+  grace: 1s
+  endpoints:
+    - {{address: "127.0.0.1:{https}", sni: {SHOP}, names: [{SHOP}], profile: {PROFILE}}}
+  alerts:
+    webhook: {{url: "{hook.url}", secret_file: {write_secret(data)}, backoff: 1s,
+               attempts: 2}}
+    reminder: 1d
+""")
+
+        with serving(tmp_path_factory.mktemp("monitor-nginx"), configure) as server:
+            host = Host(server, root, "shop1.test")
+            prefix, out, webroot = root / "nginx", root / "out", root / "www"
+            for d in (prefix / "sites", prefix / "tmp", out, webroot):
+                d.mkdir(parents=True, mode=0o755)
+            nginx = Nginx(program, prefix, http, https, out, webroot)
+            nginx.conf.write_text(MAIN.format(prefix=prefix, http=http, webroot=webroot,
+                                              user=_user_directive()))
+            (prefix / "sites" / "shop.conf").write_text(
+                SITE.format(https=https, names=SHOP, out=out))
+            openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-subj", f"/CN={SHOP}", "-days", "1",
+                    "-keyout", str(out / "privkey.pem"), "-out", str(out / "fullchain.pem"))
+            subject = f"endpoint:127.0.0.1:{https}/{SHOP}"
+
+            def spec(reload: bool) -> None:
+                host.spec([SHOP])
+                path = host.specs / "web.yaml"
+                doc = yaml.safe_load(path.read_text())
+                doc["output"]["fullchain"] = "fullchain.pem"
+                if reload:
+                    doc["hooks"] = {"config_test": nginx.args("-t", "-q"),
+                                    "deploy": nginx.args("-s", "reload")}
+                path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+            with running(nginx):
+                spec(reload=True)
+                first = host.agent("enroll", "--force")
+                assert first.returncode == 0, first.stdout + first.stderr
+                served_first = assert_pair_matches(out).serial_number
+                wait_served(https, SHOP, served_first)
+                # Renewed with the reload hook removed: new files, nginx not told. (A second
+                # apart: the store orders certificates by their issue time in seconds.)
+                time.sleep(1.1)
+                spec(reload=False)
+                second = host.agent("enroll", "--force")
+                assert second.returncode == 0, second.stdout + second.stderr
+                newer = assert_pair_matches(out).serial_number
+                assert newer != served_first
+                assert served_serial(https, SHOP) == served_first
+                events = hook.wait_for(lambda ev: ("open", "stale-deployment") in of(ev, subject))
+                finding = next(e["finding"] for e in events
+                               if e["finding"]["subject"] == subject
+                               and e["finding"]["kind"] == "stale-deployment")
+                assert format(served_first, "x") in finding["message"], finding
+                # The hook restored; the next renewal reloads nginx: resolved.
+                spec(reload=True)
+                third = host.agent("enroll", "--force")
+                assert third.returncode == 0, third.stdout + third.stderr
+                wait_served(https, SHOP, assert_pair_matches(out).serial_number)
+                hook.wait_for(lambda ev: ("resolved", "stale-deployment") in of(ev, subject))
+                opened = [e for e in of(hook.delivered(), subject)
+                          if e == ("open", "stale-deployment")]
+                assert len(opened) == 1

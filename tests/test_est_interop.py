@@ -519,3 +519,87 @@ def test_ok_clients_without_certificate_served_as_before(world: World) -> None:
         got = curl(f"https://127.0.0.1:{world.port}/health", "--cacert",
                    str(world.served.root_pem), *version.split())
         assert (got.status, got.body) == (200, b'{"status":"ok"}'), (version, got)
+
+
+# -- the negative table through the agent's EST client ---------------------------------------
+
+
+def test_fail_negative_table_through_the_agents_client(world: World, tmp_path: Path) -> None:
+    """The agent's own RFC 7030 client (certwright.agent.issuers.EstClient), as `agent
+    enroll` uses it, against the server: each refusal surfaces as the HTTP status in the
+    agent's error (or, for a foreign client certificate, as the refused handshake), and
+    nothing is issued. Bodies the agent never sends (garbage, a wrong Content-Type, an
+    oversized one) go through the client's own authenticated HTTP session."""
+    from certwright.agent.issuers import EstClient as AgentEstClient
+    from certwright.agent.spec import EstIssuer
+    from certwright.errors import CertwrightError
+
+    good = world.credential("agent-table", "tls-client")
+    once = world.credential("agent-once", "tls-client", one_time=True)
+    past = FakeClock(dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    expired = world.credential("agent-expired", "tls-client", expires=dt.timedelta(days=1),
+                               clock=past)
+    renew_cert, renew_key = _enrolled(world, tmp_path, "agent-renew.internal")
+    stranger_cert, stranger_key = world.stranger.leaf("agent-intruder.internal", tmp_path)
+
+    def agent_client(user: str | None = None, password: str | None = None,
+                     cert: Path | None = None, key_file: Path | None = None) -> AgentEstClient:
+        fields: dict[str, Any] = {"url": f"https://localhost:{world.port}",
+                                  "label": "tls-client", "tls_trust": str(world.served.root_pem),
+                                  "pending_timeout": "5s"}
+        if user is not None:
+            secret = tmp_path / f"{user}.password"
+            secret.write_text(f"{password}\n")
+            fields.update(username=user, password_file=str(secret))
+        if cert is not None:
+            fields.update(client_cert=str(cert), client_key=str(key_file))
+        return AgentEstClient(EstIssuer.model_validate(fields))
+
+    def refused(client: AgentEstClient, request: x509.CertificateSigningRequest,
+                current: tuple[Path, Path] | None = None) -> str:
+        names = [str(n) for n in request.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)]
+        with pytest.raises(CertwrightError) as e:
+            client.obtain(request, names, current)
+        return str(e.value)
+
+    once_client = agent_client("agent-once", once)
+    once_client.obtain(csr(["agent-once.internal"]), ["agent-once.internal"], None)
+    before = world.count()
+    ok_csr = csr(["agent-fine.internal"])
+    cases = [
+        ("fail/wrong-password", refused(agent_client("agent-table", good + "x"), ok_csr), 401),
+        ("fail/unknown-user", refused(agent_client("nobody", good), ok_csr), 401),
+        ("fail/one-time-used-twice", refused(once_client, csr(["agent-once2.internal"])), 401),
+        ("fail/expired", refused(agent_client("agent-expired", expired), ok_csr), 401),
+        ("fail/reenroll-different-subject",
+         refused(agent_client(), csr(["other.internal"], cn="other.internal"),
+                 current=(renew_key, renew_cert)), 403),
+        ("fail/names-outside-profile",
+         refused(agent_client("agent-table", good), csr(["www.example.com"])), 403),
+        ("fail/weak-key-rsa1024",
+         refused(agent_client("agent-table", good),
+                 csr(["agent-weak.internal"], private_key=key("rsa1024"))), 403),
+    ]
+    problems = [f"{name}: {said!r} (expected HTTP {status})" for name, said, status in cases
+                if f"HTTP {status}" not in said]
+    # Bodies the agent never sends, through its client's session (Basic auth and all).
+    raw = agent_client("agent-table", good)
+    url = f"{raw.base}/simpleenroll"
+    der = base64.encodebytes(ok_csr.public_bytes(serialization.Encoding.DER))
+    with raw._http(None) as http:
+        for name, body, ctype, status in [
+            ("fail/garbage-body", b"this is not a CSR\n", "application/pkcs10", 400),
+            ("fail/wrong-content-type", der, "text/plain", 415),
+            ("fail/oversized-body", b"A" * (300 * 1024), "application/pkcs10", 413),
+        ]:
+            got = http.post(url, content=body, headers={"Content-Type": ctype})
+            if got.status_code != status:
+                problems.append(f"{name}: {got.status_code} {got.text!r} (expected {status})")
+    # A client certificate from a CA the server does not know: the handshake is refused.
+    foreign = refused(agent_client(cert=stranger_cert, key_file=stranger_key),
+                      csr(["agent-intruder.internal"]))
+    if "HTTP" in foreign or "EST https://" not in foreign:
+        problems.append(f"fail/foreign-client-certificate: {foreign!r}")
+    assert not problems, "\n".join(problems)
+    assert world.count() == before, "a refused request issued a certificate"

@@ -7,6 +7,8 @@ real webhook receiver (HMAC checked by the receiver).
   webhook gets exactly one alert. The spec fixed (allowed names): the agent enrolls and
   checks in the installed certificate; one resolve.
 - `agent run` stopped with SIGTERM: `agent-silent`, with the host named.
+- A token file others may read, or a monitor that does not answer: no check-in, a log
+  line, and the enrollment succeeds.
 - nginx left on the old certificate by a renewal whose reload hook was removed:
   `stale-deployment`; the hook restored, it resolves.
 """
@@ -127,6 +129,10 @@ def test_ok_forbidden_names_missing_once_then_resolved_once(server: Served, hook
         assert of(events, subject) == [("open", "missing")]
         finding = next(e["finding"] for e in events if e["finding"]["subject"] == subject)
         assert finding["host"] == host.name and "web1.example.com" in finding["message"]
+        assert finding["severity"] == "critical" and "HTTP 403" in finding["message"]
+        # A second evaluator (as after a restart) sees it too, and alerts nothing again.
+        check = run("monitor", "check", "--data", str(server.data), "--json")
+        assert check.returncode == 1 and subject in check.stdout
         time.sleep(2.5)  # more evaluations: no second alert
         assert of(hook.delivered(), subject) == [("open", "missing")]
 
@@ -174,6 +180,33 @@ def test_ok_stopped_agent_is_silent_with_its_host_named(server: Served, hook: Re
         again = host.agent("enroll")
         assert again.returncode == 0, again.stdout + again.stderr
         hook.wait_for(lambda ev: ("resolved", "agent-silent") in of(ev, subject))
+
+
+def test_fail_checkin_never_fails_the_enrollment(server: Served) -> None:
+    """A token file others may read is refused (no check-in is sent), and a monitor that
+    does not answer is logged; the enrollment succeeds either way, and the token is in no
+    log line."""
+    with safe_directory() as root:
+        host = Host(server, root, "lax1.test")
+        host.spec(["lax1.test"])
+        token = host.token.read_text().strip()
+        host.token.chmod(0o640)
+        lax = host.agent("enroll")
+        assert lax.returncode == 0, lax.stdout + lax.stderr
+        assert "readable by others (mode 640); make it 0600" in lax.stderr, lax.stderr
+        assert "checked in" not in lax.stderr
+        host.token.chmod(0o600)
+        (closed,) = free_ports(1)
+        options = host.options()
+        options[1] = f"https://localhost:{closed}"
+        down = subprocess.run(
+            [CERTWRIGHT, "agent", "--specs", str(host.specs), "--state", str(host.state),
+             *options, "enroll", "--force"], capture_output=True, text=True, timeout=120,
+            env=agent_env(), check=False, stdin=subprocess.DEVNULL)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert f"check-in to https://localhost:{closed}/monitor/v1/checkin failed: " \
+            "ConnectError; trying again next cycle" in down.stderr, down.stderr
+        assert token not in lax.stdout + lax.stderr + down.stdout + down.stderr
 
 
 # -- stale deployment: nginx keeps serving the old certificate ------------------------------

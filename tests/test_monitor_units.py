@@ -174,6 +174,49 @@ def test_ok_agent_checkin_findings(mca: CertificateAuthority, clock: FakeClock) 
     assert [k for k, _, _ in kinds(m)] == ["name-mismatch", "renewal-failing"]
 
 
+def test_ok_agent_reporting_an_older_certificate_is_a_stale_deployment(
+        mca: CertificateAuthority, clock: FakeClock) -> None:
+    """A newer certificate was issued for an agent's spec, and the agent's next check-in
+    still reports the old serial installed: `stale-deployment`. Issued before that
+    check-in only (not while the agent is between issuance and reporting); it resolves
+    when the new one is reported; a revoked one reported installed is critical."""
+    from certwright.ca.revocation import Reason
+
+    state = MonitorState(mca.store, clock)
+    token = state.add_token("web1.test", actor="test")
+    m = make(mca)
+
+    def checkin(cert: object) -> None:
+        report = {"version": 1, "host": "web1.test", "agent_version": "0.1",
+                  "checkin_interval": 600,
+                  "specs": [spec_report("web", ["web1.test"], cert=cert, at=clock.now())]}
+        state.record_checkin(parse_checkin(json.dumps(report).encode()), token)
+
+    def stale() -> list[tuple[str, str, str]]:
+        return sorted((f.severity, f.subject, f.message) for f in m.evaluate().open
+                      if f.kind == "stale-deployment")
+
+    old = issue(mca, ["web1.test"]).certificate
+    checkin(old)
+    assert stale() == []
+    clock.advance(dt.timedelta(minutes=1))
+    new = issue(mca, ["web1.test"]).certificate
+    assert stale() == [], "issued after the host's last check-in: not yet stale"
+    clock.advance(dt.timedelta(minutes=1))
+    checkin(old)
+    ((severity, subject, message),) = stale()
+    assert (severity, subject) == ("warning", "agent:web1.test/web")
+    assert f"{old.serial_number:x}" in message and f"{new.serial_number:x}" in message
+    # Another profile's certificate for the same names is not a renewal of this one.
+    issue(mca, ["web1.test"], profile="tls-client")
+    assert len(stale()) == 1
+    checkin(new)
+    assert stale() == []
+    mca.revoke(f"{new.serial_number:x}", Reason.key_compromise, "test")
+    ((severity, _, message),) = stale()
+    assert severity == "critical" and "revoked" in message
+
+
 def test_ok_failed_delivery_is_retried_next_time(mca: CertificateAuthority,
                                                  clock: FakeClock) -> None:
     inbox = Inbox()

@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import ssl
 import stat
 from pathlib import Path
 from typing import Any
@@ -116,19 +117,24 @@ def report(agent: Agent, specs: list[Spec], monitor: Monitor) -> bool:
     except CertwrightError as e:
         log.error("check-in not sent: %s", e)
         return False
-    reports = [r for r in (_spec_report(agent, s) for s in specs) if r is not None]
-    body = {"version": 1, "host": monitor.host, "agent_version": __version__,
-            "sent_at": _iso(agent.clock.now()),
-            "checkin_interval": max(1, int(monitor.interval.total_seconds())),
-            "specs": reports}
     url = monitor.url.rstrip("/") + CHECKIN_PATH
-    verify: Any = str(monitor.trust_anchor) if monitor.trust_anchor else True
     try:
+        reports = [r for r in (_spec_report(agent, s) for s in specs) if r is not None]
+        body = {"version": 1, "host": monitor.host, "agent_version": __version__,
+                "sent_at": _iso(agent.clock.now()),
+                "checkin_interval": max(1, int(monitor.interval.total_seconds())),
+                "specs": reports}
+        # An SSL context rather than a path: httpx 0.28 deprecates verify=<str>.
+        verify = ssl.create_default_context(
+            cafile=str(monitor.trust_anchor) if monitor.trust_anchor else None)
         with httpx.Client(verify=verify, timeout=TIMEOUT, trust_env=False) as http:
             r = http.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
-    except httpx.HTTPError as e:
-        log.warning("check-in to %s failed: %s; trying again next cycle", url,
-                    type(e).__name__)
+    except (httpx.HTTPError, OSError, CertwrightError) as e:
+        # OSError: an unreadable trust anchor, ssl.SSLError. Only the exception's type or
+        # strerror: an httpx error's text could quote the request, and with it the token.
+        why = (str(e) if isinstance(e, CertwrightError) else
+               e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__)
+        log.warning("check-in to %s failed: %s; trying again next cycle", url, why)
         return False
     if r.status_code != 200:
         detail = r.text.strip().splitlines()[0][:200] if r.text.strip() else ""

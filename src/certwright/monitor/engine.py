@@ -83,6 +83,12 @@ class Monitor:
         wanted = [(e.profile, e.names) for e in expectations
                   if e.profile and e.source != "agent"]
         served = [p.serial for p in probes.values() if p.serial is not None]
+        # What agents report installed, looked up first for its profile: the newest
+        # certificate for the spec's names is then searched in that profile.
+        reported = {e.serial: e for e in expectations if e.source == "agent" and e.serial}
+        installed = self.state.certificates(reported) if reported else {}
+        wanted += [(c.profile, reported[s].names) for s, c in installed.items()]
+        served += list(installed)
         index = CertIndex.build(
             self.state.issued_keys({p for p, _ in wanted}) if wanted else (), wanted,
             self.state.certificates, served)

@@ -255,7 +255,7 @@ class _Evaluator:
                      "server was not reloaded", newest.issued_at)
         return (e.key, served, tuple(probe.names))
 
-    def agent_one(self, e: Expectation) -> None:
+    def agent_one(self, e: Expectation, index: CertIndex) -> None:
         spec = f"spec {e.spec}"
         if e.serial is None or e.not_after is None:
             due = e.first_seen + self.s.grace
@@ -278,6 +278,34 @@ class _Evaluator:
                      f"{_list(e.cert_names)}; the spec derives {_list(e.names)}",
                      e.observed_at or e.first_seen)
         self.expiry(e, f"{spec}'s certificate", e.serial, e.not_before, e.not_after)
+        self.agent_stale(e, index)
+
+    def agent_stale(self, e: Expectation, index: CertIndex) -> None:
+        """What the host reports installed against what this CA issued since: the same
+        cross-check as for a probed endpoint, for every agent-reported spec. The profile is
+        the installed certificate's (an EST spec need not name one). Only a certificate
+        issued before the host's latest check-in counts, so an agent that checks in right
+        after installing its renewal is never caught between the two. (Hosts that each
+        hold their own certificate for the same names and profile look stale to each
+        other: give them distinct names or profiles.)"""
+        installed = index.by_serial.get(e.serial) if e.serial is not None else None
+        if installed is None or e.observed_at is None:
+            return  # not issued by this CA (or not yet reported)
+        spec = f"spec {e.spec}"
+        newest = index.newest_exact(installed.profile, e.names)
+        if installed.revoked:
+            self.add("stale-deployment", e.key, e.host,
+                     f"{e.host}: {spec} has {installed.serial} installed, which is revoked"
+                     + (f"; {newest.serial} was issued at {_ts(newest.issued_at)}"
+                        if newest else ""), installed.issued_at, "critical")
+        elif newest is not None and newest.serial != installed.serial and (
+                newest.issued_at, newest.serial) > (installed.issued_at, installed.serial
+                                                    ) and newest.issued_at < e.observed_at:
+            self.add("stale-deployment", e.key, e.host,
+                     f"{e.host}: {spec} still has {installed.serial} (issued "
+                     f"{_ts(installed.issued_at)}) installed although {newest.serial} was "
+                     f"issued at {_ts(newest.issued_at)}: the new certificate was not "
+                     "installed", newest.issued_at)
 
     def agent_silent(self, a: AgentRecord) -> None:
         interval = (dt.timedelta(seconds=a.interval_seconds) if a.interval_seconds
@@ -304,7 +332,7 @@ def evaluate(settings: MonitorSettings, now: dt.datetime, *,
     observed: list[tuple[str, IssuedCert | None, tuple[str, ...] | None]] = []
     for e in expectations:
         if e.source == "agent":
-            ev.agent_one(e)
+            ev.agent_one(e, index)
         elif e.source == "endpoint":
             if e.key in ev.endpoints:
                 observed.append(ev.endpoint_one(e, index, probes.get(e.key)))

@@ -23,7 +23,7 @@ from certwright.ca.policy import EnrollmentRequest, Requester
 from certwright.ca.profiles import Protocol, parse_duration
 from certwright.ca.revocation import Reason
 from certwright.ca.service import Held
-from certwright.clioptions import DATA
+from certwright.clioptions import DATA, expires_at, table
 from certwright.errors import CertwrightError, ErrorKind
 from certwright.est.cli import est as est_group
 from certwright.monitor.cli import monitor as monitor_group
@@ -195,14 +195,6 @@ def issue(data: Path, profile: str | None, csr_path: str, out: str | None,
 # -- requests -----------------------------------------------------------------------------
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
 def _ts(t: dt.datetime | None) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ") if t else "-"
 
@@ -228,7 +220,7 @@ def requests_list(data: Path, state: str, as_json: bool) -> None:
                 "requester": r.requester, "names": list(r.names), "created_at": _ts(r.created_at),
                 "reason": r.reason, "serial": r.serial}))
         return
-    _table([[r.id, r.state, r.profile, r.protocol, r.requester, ",".join(r.names),
+    table([[r.id, r.state, r.profile, r.protocol, r.requester, ",".join(r.names),
              _ts(r.created_at)] for r in recs],
            ["ID", "STATE", "PROFILE", "PROTOCOL", "REQUESTER", "NAMES", "CREATED"])
 
@@ -281,7 +273,7 @@ def certs_list(data: Path, profile: str | None, revoked: bool | None, limit: int
         for r in recs:
             click.echo(json.dumps(_cert_json(r)))
         return
-    _table([[r.serial, r.profile, ",".join(r.names), _ts(r.not_after),
+    table([[r.serial, r.profile, ",".join(r.names), _ts(r.not_after),
              "revoked" if r.revoked else "valid"] for r in recs],
            ["SERIAL", "PROFILE", "NAMES", "NOT AFTER", "STATUS"])
 
@@ -375,17 +367,12 @@ def acme_eab_create(data: Path, profile: str, expires: str | None, operator: str
         if Protocol.ACME not in p.protocols:
             raise CertwrightError(ErrorKind.MALFORMED,
                                   f"profile {profile!r} does not accept ACME requests")
-        expires_at = None
-        if expires is not None:
-            try:
-                expires_at = ca.clock.now() + parse_duration(expires)
-            except ValueError as e:
-                raise CertwrightError(ErrorKind.MALFORMED, f"--expires: {e}") from None
         hmac_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
-        kid = AcmeState(ca.store, ca.clock).create_eab(profile, hmac_key, expires_at)
+        until = expires_at(ca.clock.now(), expires)
+        kid = AcmeState(ca.store, ca.clock).create_eab(profile, hmac_key, until)
         ca.store.audit("acme.eab.created", actor=operator, subject=kid, at=ca.clock.now(),
                        data={"profile": profile,
-                             "expires_at": expires_at.isoformat() if expires_at else None})
+                             "expires_at": until.isoformat() if until else None})
     click.echo(f"kid: {kid}")
     click.echo(f"hmac_key: {hmac_key}")
 

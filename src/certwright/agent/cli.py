@@ -23,6 +23,7 @@ from certwright.agent.daemon import Daemon
 from certwright.agent.spec import Spec, load_specs
 from certwright.agent.state import Enrollment, State
 from certwright.ca.profiles import parse_duration
+from certwright.clioptions import table
 from certwright.clock import SystemClock
 from certwright.errors import CertwrightError, ErrorKind
 
@@ -114,12 +115,6 @@ def agent(ctx: click.Context, specs: Path, state: Path, log_level: str,
 
 def _ts(t: dt.datetime | None) -> str:
     return f"{t:%Y-%m-%d %H:%M}" if t else "-"
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
-    for row in [headers, *rows]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
 @agent.command()
@@ -225,7 +220,7 @@ def status(obj: Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    _table([[r["name"], r["issuer"], r["protocol"], r["profile"] or "-", r["validation"],
+    table([[r["name"], r["issuer"], r["protocol"], r["profile"] or "-", r["validation"],
              r["serial"] or "-", _ts(_dt(r["not_after"])), _ts(_dt(r["next_renewal"])),
              (r["last_error"] or "-")[:80]] for r in rows],
            ["NAME", "ISSUER", "PROTOCOL", "PROFILE", "VALIDATION", "SERIAL", "NOT AFTER",

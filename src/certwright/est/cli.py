@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from certwright.ca import datadir
-from certwright.ca.profiles import Protocol, parse_duration
-from certwright.clioptions import DATA, OPERATOR
+from certwright.ca.profiles import Protocol
+from certwright.clioptions import DATA, OPERATOR, expires_at, table
 from certwright.errors import CertwrightError, ErrorKind
 from certwright.est.state import Credential, EstState
 
@@ -61,18 +61,13 @@ def credential_add(data: Path, name: str, profile: str, one_time: bool, expires:
             raise CertwrightError(ErrorKind.MALFORMED,
                                   f"profile {profile!r} does not accept EST credentials "
                                   "(est.basic_auth is false)")
-        expires_at = None
-        if expires is not None:
-            try:
-                expires_at = ca.clock.now() + parse_duration(expires)
-            except ValueError as e:
-                raise CertwrightError(ErrorKind.MALFORMED, f"--expires: {e}") from None
+        until = expires_at(ca.clock.now(), expires)
         cred, password = EstState(ca.store, ca.clock).add_credential(
-            name, profile, one_time=one_time, expires_at=expires_at)
+            name, profile, one_time=one_time, expires_at=until)
         ca.store.audit("est.credential.created", actor=operator, subject=name,
                        at=ca.clock.now(),
                        data={"profile": profile, "one_time": one_time,
-                             "expires_at": expires_at.isoformat() if expires_at else None})
+                             "expires_at": until.isoformat() if until else None})
         label = ca.config.est_label(profile)
     click.echo(f"name: {cred.name}")
     click.echo(f"password: {password}")
@@ -100,10 +95,7 @@ def credential_list(data: Path, as_json: bool) -> None:
     rows = [[c.name, c.profile, _state(c), _ts(c.expires_at) + (" (expired)"
                                                                  if c.expired(now) else ""),
              _ts(c.created_at)] for c in creds]
-    headers = ["NAME", "PROFILE", "KIND", "EXPIRES", "CREATED"]
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    for r in [headers, *rows]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    table(rows, ["NAME", "PROFILE", "KIND", "EXPIRES", "CREATED"])
 
 
 @credential.command("remove")

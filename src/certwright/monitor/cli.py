@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from certwright.ca import datadir
-from certwright.clioptions import DATA, OPERATOR
+from certwright.clioptions import DATA, OPERATOR, table
 from certwright.monitor.engine import Monitor
 from certwright.monitor.model import SEVERITIES, severity_rank
 from certwright.monitor.state import MonitorState
@@ -53,11 +53,7 @@ def check(data: Path, as_json: bool, fail_on: str, no_alerts: bool) -> None:
                 for f in sorted(report.open, key=lambda f: (-severity_rank(f.severity),
                                                             f.kind, f.subject))]
         if rows:
-            headers = ["SEVERITY", "KIND", "HOST", "SINCE", "FINDING"]
-            widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-            for r in [headers, *rows]:
-                click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
-                           .rstrip())
+            table(rows, ["SEVERITY", "KIND", "HOST", "SINCE", "FINDING"])
         else:
             click.echo("no open findings")
         for error in report.errors:

@@ -33,6 +33,23 @@ def write_secret(data: Path, name: str = "webhook.secret") -> str:
     return name
 
 
+def fast_monitor(data: Path, hook_url: str, *, grace: str = "2s", extra: str = "") -> None:
+    """A monitor that evaluates every second, with short grace periods and alerts to
+    the webhook at ``hook_url`` (signed with WEBHOOK_SECRET); ``extra`` is more YAML
+    for the ``monitor:`` section, indented two spaces."""
+    add_monitor_config(data, f"""
+monitor:
+  interval: 1s
+  grace: {grace}
+  agents: {{interval: 1h, grace: 1s}}
+{extra.rstrip()}
+  alerts:
+    webhook: {{url: "{hook_url}", secret_file: {write_secret(data)}, backoff: 1s,
+               attempts: 2}}
+    reminder: 1d
+""")
+
+
 class Receiver:
     """A webhook endpoint: records each POST; answers ``fail_first`` of them with 503."""
 

@@ -36,7 +36,7 @@ from .agent_support import (
 )
 from .cli import CERTWRIGHT, run
 from .conftest import require_peer
-from .monitor_support import Receiver, add_monitor_config, receiving, write_secret
+from .monitor_support import Receiver, fast_monitor, receiving
 from .served import Served, free_ports, openssl, serving
 from .test_agent_nginx import MAIN, SITE, Nginx, _user_directive, running
 
@@ -51,19 +51,8 @@ def hook() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, hook: Receiver) -> Iterator[Served]:
-    def configure(data: Path) -> None:
-        add_monitor_config(data, f"""
-monitor:
-  interval: 1s
-  grace: 2s
-  agents: {{interval: 1h, grace: 1s}}
-  alerts:
-    webhook: {{url: "{hook.url}", secret_file: {write_secret(data)}, backoff: 1s,
-               attempts: 2}}
-    reminder: 1d
-""")
-
-    with serving(tmp_path_factory.mktemp("monitor-agents"), configure) as s:
+    with serving(tmp_path_factory.mktemp("monitor-agents"),
+                 lambda data: fast_monitor(data, hook.url)) as s:
         yield s
 
 
@@ -223,17 +212,9 @@ def test_ok_nginx_left_on_the_old_certificate_is_a_stale_deployment(
     http, https = free_ports(2)
     with receiving() as hook, safe_directory() as root:
         def configure(data: Path) -> None:
-            add_monitor_config(data, f"""
-monitor:
-  interval: 1s
-  grace: 1s
+            fast_monitor(data, hook.url, grace="1s", extra=f"""
   endpoints:
-    - {{address: "127.0.0.1:{https}", sni: {SHOP}, names: [{SHOP}], profile: {PROFILE}}}
-  alerts:
-    webhook: {{url: "{hook.url}", secret_file: {write_secret(data)}, backoff: 1s,
-               attempts: 2}}
-    reminder: 1d
-""")
+    - {{address: "127.0.0.1:{https}", sni: {SHOP}, names: [{SHOP}], profile: {PROFILE}}}""")
 
         with serving(tmp_path_factory.mktemp("monitor-nginx"), configure) as server:
             host = Host(server, root, "shop1.test")

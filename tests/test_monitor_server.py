@@ -8,7 +8,6 @@ the real agent in tests/test_monitor_agents.py."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,9 +16,8 @@ from .cli import run
 from .monitor_support import (
     AgentClient,
     Receiver,
-    add_monitor_config,
+    fast_monitor,
     receiving,
-    write_secret,
 )
 from .served import Served, serving
 
@@ -32,19 +30,8 @@ def hook() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, hook: Receiver) -> Iterator[Served]:
-    def configure(data: Path) -> None:
-        add_monitor_config(data, f"""
-monitor:
-  interval: 1s
-  grace: 2s
-  agents: {{interval: 1h, grace: 1s}}
-  alerts:
-    webhook: {{url: "{hook.url}", secret_file: {write_secret(data)}, backoff: 1s,
-               attempts: 2}}
-    reminder: 1d
-""")
-
-    with serving(tmp_path_factory.mktemp("monitor-serve"), configure) as s:
+    with serving(tmp_path_factory.mktemp("monitor-serve"),
+                 lambda data: fast_monitor(data, hook.url)) as s:
         yield s
 
 

@@ -146,6 +146,17 @@ def declared_expectations(settings: MonitorSettings, now: dt.datetime) -> list[E
     return out
 
 
+def _supersedes(newer: IssuedCert, current: IssuedCert) -> bool:
+    """``newer`` was issued after ``current`` (serials order certificates issued in the
+    same second) for the same names: what a deployment should now hold."""
+    return newer.serial != current.serial and (
+        newer.issued_at, newer.serial) > (current.issued_at, current.serial)
+
+
+def _newest_note(newest: IssuedCert | None) -> str:
+    return f"; {newest.serial} was issued at {_ts(newest.issued_at)}" if newest else ""
+
+
 class _Evaluator:
     def __init__(self, settings: MonitorSettings, now: dt.datetime) -> None:
         self.s = settings
@@ -245,10 +256,8 @@ class _Evaluator:
         if served.revoked:
             self.add("stale-deployment", e.key, e.host,
                      f"{where}: serves {served.serial}, which is revoked"
-                     + (f"; {newest.serial} was issued at {_ts(newest.issued_at)}"
-                        if newest else ""), served.issued_at, "critical")
-        elif newest is not None and newest.serial != served.serial and (
-                newest.issued_at, newest.serial) > (served.issued_at, served.serial):
+                     + _newest_note(newest), served.issued_at, "critical")
+        elif newest is not None and _supersedes(newest, served):
             self.add("stale-deployment", e.key, e.host,
                      f"{where}: still serves {served.serial} (issued {_ts(served.issued_at)})"
                      f" although {newest.serial} was issued at {_ts(newest.issued_at)}: the "
@@ -296,11 +305,9 @@ class _Evaluator:
         if installed.revoked:
             self.add("stale-deployment", e.key, e.host,
                      f"{e.host}: {spec} has {installed.serial} installed, which is revoked"
-                     + (f"; {newest.serial} was issued at {_ts(newest.issued_at)}"
-                        if newest else ""), installed.issued_at, "critical")
-        elif newest is not None and newest.serial != installed.serial and (
-                newest.issued_at, newest.serial) > (installed.issued_at, installed.serial
-                                                    ) and newest.issued_at < e.observed_at:
+                     + _newest_note(newest), installed.issued_at, "critical")
+        elif (newest is not None and _supersedes(newest, installed)
+              and newest.issued_at < e.observed_at):
             self.add("stale-deployment", e.key, e.host,
                      f"{e.host}: {spec} still has {installed.serial} (issued "
                      f"{_ts(installed.issued_at)}) installed although {newest.serial} was "

@@ -769,10 +769,7 @@ class AcmeServer:
         Done before the request's store transaction, which holds the write lock, so that
         DNS lookups never hold it. The result is revealed only after the handler has
         authenticated the request and found the order to be the requester's."""
-        order = await self._in_thread(self.state.order, ctx.params.get("id", ""))
-        if order is None or order.profile != ctx.profile_name:
-            return None
-        authzs = [await self._in_thread(self.state.authorization, a) for a in order.authz_ids]
+        authzs = await self._in_thread(self._order_authorizations, ctx)
         stale = self.clock.now() - CAA_RECHECK_AFTER
         subproblems = []
         for authz in authzs:
@@ -796,6 +793,13 @@ class AcmeServer:
         return AcmeProblem("caa", "CAA records forbid issuance for a name of this order "
                            "(checked again: its validation is older than 8 hours)",
                            403, subproblems=subproblems)
+
+    def _order_authorizations(self, ctx: Ctx) -> list[Authorization | None]:
+        """The authorizations of the order ``ctx`` names, if it is this profile's."""
+        order = self.state.order(ctx.params.get("id", ""))
+        if order is None or order.profile != ctx.profile_name:
+            return []
+        return [self.state.authorization(a) for a in order.authz_ids]
 
     def finalize(self, ctx: Ctx) -> Reply:
         env, account, key = self._authenticate(ctx)

@@ -1,18 +1,24 @@
 """The core every front-end calls: decide (RA), sign (Authority), hold, approve, revoke.
 
 A front-end builds an EnrollmentRequest, calls ``enroll`` once, and renders the outcome
-(Issued, Held) or the CertwrightError in its own wire format.
+(Issued, Held) or the CertwrightError in its own wire format. What else a front-end may
+ask of the core is in the section "what front-ends ask": each front-end declares the
+few of those methods it calls as a ``typing.Protocol`` of its own (step-ca's ACME and
+SCEP packages each declare the authority methods they use) and never reaches past
+them into the store or the Authority.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import secrets
+from collections.abc import Iterator
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy.engine import Connection
 
 from certwright.ca import policy
@@ -22,8 +28,9 @@ from certwright.ca.profiles import Config, Protocol
 from certwright.ca.revocation import CrlPublisher, OcspResponder, Reason
 from certwright.clock import Clock
 from certwright.errors import CertwrightError, ErrorKind
+from certwright.model.certificates import CertificateRecord, RequestRecord, format_serial
 from certwright.pki import csr as csrlib
-from certwright.store.repo import CertificateRecord, RequestRecord, Store
+from certwright.store.repo import Store
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +73,68 @@ class CertificateAuthority:
         self.root = root
         self.clock = clock
         self.layout = layout
+
+    # -- what front-ends ask ------------------------------------------------------------
+
+    @property
+    def issuer_id(self) -> str:
+        """The issuing CA's identifier (the hex SHA-1 key identifier of its key)."""
+        return self.authority.issuer_id
+
+    @contextlib.contextmanager
+    def unit(self) -> Iterator[None]:
+        """One unit of work around a whole protocol request: every write the request
+        makes through the core or its repository (audit events included) commits once,
+        when the block ends, or not at all. Answer the client only after the block."""
+        with self.store.unit():
+            yield
+
+    def audit(self, event: str, *, actor: str, subject: str, data: dict[str, Any],
+              at: dt.datetime | None = None) -> None:
+        """Append an event to the audit chain (inside the current unit, if any)."""
+        self.store.audit(event, actor=actor, subject=subject, data=data,
+                         at=at or self.clock.now())
+
+    def find_certificate(self, serial: str) -> CertificateRecord | None:
+        """The certificate with this (canonical hex) serial, if this store holds it."""
+        return self.store.find_certificate(serial)
+
+    def issued_here(self, cert: x509.Certificate) -> CertificateRecord | None:
+        """The record of ``cert`` if this CA issued exactly this certificate: same
+        serial, our issuing CA, and the SHA-256 of the whole certificate matching the
+        one stored (which proves it without verifying a signature again)."""
+        record = self.store.find_certificate(format_serial(cert.serial_number))
+        if record is None or record.issuer != self.authority.issuer_id or (
+                record.fingerprint != cert.fingerprint(hashes.SHA256()).hex()):
+            return None
+        return record
+
+    def held_request(self, request_id: str) -> RequestRecord:
+        """A request the RA held for an operator, in whatever state it is now."""
+        return self.store.request(request_id)
+
+    def outcome(self, request_id: str) -> Issued | Held:
+        """What became of a held request: still Held, or Issued (with the certificate).
+        A rejected request raises CertwrightError(UNAUTHORIZED) carrying the operator's
+        reason, which each protocol renders as its refusal."""
+        record = self.store.request(request_id)
+        if record.state == "pending":
+            return Held(record.id, record.reason or "awaiting an operator")
+        if record.state == "rejected":
+            raise CertwrightError(
+                ErrorKind.UNAUTHORIZED,
+                f"request {record.id} was rejected: {record.reason or 'rejected by an operator'}")
+        assert record.state == "issued" and record.serial is not None
+        cert_record = self.store.certificate(record.serial)
+        return Issued(cert_record, x509.load_der_x509_certificate(cert_record.der), self.chain)
+
+    def repository(self, kind: str) -> object:
+        """The storage a front-end keeps of its own (ACME orders, ...), by the name the
+        storage layer registers it under; the front-end casts it to the Protocol it
+        declares for it."""
+        from certwright.store import repositories
+
+        return repositories.open_repository(kind, self.store, self.clock)
 
     # -- enrollment ---------------------------------------------------------------------
 

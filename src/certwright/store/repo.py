@@ -27,8 +27,20 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from certwright.errors import CertwrightError, ErrorKind, config_error, not_found
+from certwright.model.certificates import (
+    CertificateRecord,
+    RequestRecord,
+    StoredCrl,
+    format_serial,
+    parse_serial,
+)
 from certwright.store import audit, schema
 from certwright.store.audit import AuditRecord, Break
+
+__all__ = [
+    "CertificateRecord", "RequestRecord", "Store", "StoredCrl", "format_serial", "make_engine",
+    "parse_serial",
+]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATE_LOCK = threading.Lock()
@@ -38,71 +50,6 @@ _HEAD_ROW_LOCK = (sa.select(schema.audit_head.c.id).where(schema.audit_head.c.id
 _HEAD_ROW_SEED = (postgresql.insert(schema.audit_head)
                   .values(id=1, seq=0, hash=audit.GENESIS)
                   .on_conflict_do_nothing(index_elements=[schema.audit_head.c.id]))
-
-
-@dataclasses.dataclass(frozen=True)
-class CertificateRecord:
-    serial: str
-    issuer: str
-    profile: str
-    subject: str
-    names: tuple[str, ...]
-    not_before: dt.datetime
-    not_after: dt.datetime
-    fingerprint: str
-    der: bytes
-    request_id: str | None
-    requester: str
-    protocol: str
-    issued_at: dt.datetime
-    revoked_at: dt.datetime | None = None
-    revocation_reason: str | None = None
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at is not None
-
-
-@dataclasses.dataclass(frozen=True)
-class RequestRecord:
-    id: str
-    profile: str
-    protocol: str
-    requester: str
-    csr: bytes
-    names: tuple[str, ...]
-    not_before: dt.datetime | None
-    not_after: dt.datetime | None
-    state: str  # pending | issued | rejected
-    reason: str | None
-    created_at: dt.datetime
-    decided_at: dt.datetime | None
-    decided_by: str | None
-    serial: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class StoredCrl:
-    issuer: str
-    number: int
-    this_update: dt.datetime
-    next_update: dt.datetime
-    der: bytes
-
-
-def format_serial(serial: int) -> str:
-    return format(serial, "x")
-
-
-def parse_serial(text: str) -> str:
-    """Accept ``0a1b...``, ``0A:1B:...`` or ``0x0a1b``; return the canonical form."""
-    t = text.strip().lower().replace(":", "")
-    t = t.removeprefix("0x")
-    try:
-        return format_serial(int(t, 16))
-    except ValueError:
-        raise CertwrightError(ErrorKind.MALFORMED, f"{text!r} is not a hexadecimal serial"
-                              ) from None
 
 
 def _cert(row: Any) -> CertificateRecord:

@@ -7,6 +7,7 @@ The ``detail`` is written for the requester: it must never carry internal state.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 
 
@@ -52,3 +53,40 @@ def not_found(detail: str) -> CertwrightError:
 
 def config_error(detail: str) -> CertwrightError:
     return CertwrightError(ErrorKind.CONFIG, detail)
+
+
+@dataclasses.dataclass(frozen=True)
+class Meaning:
+    """What an ErrorKind means to whoever asked, whatever the protocol.
+
+    Each protocol's renderer (ACME problem documents, EST statuses, the check-in API,
+    SCEP failInfo, CMP error messages, the CLI) starts from this one table and refines
+    only where its own specification says so (RFC 8555 6.7 problem types, RFC 7030
+    4.2.3 statuses...).
+    """
+
+    status: int  # the HTTP status for a protocol carried over HTTP
+    refused: bool  # the requester asked for something it may not have (a policy answer)
+    internal: bool  # the server's fault: the requester is told no detail
+
+    @property
+    def client_fault(self) -> bool:
+        return not self.internal
+
+
+MEANINGS: dict[ErrorKind, Meaning] = {
+    ErrorKind.MALFORMED: Meaning(400, refused=False, internal=False),
+    ErrorKind.BAD_CSR: Meaning(400, refused=False, internal=False),
+    ErrorKind.BAD_PUBLIC_KEY: Meaning(403, refused=True, internal=False),
+    ErrorKind.REJECTED_IDENTIFIER: Meaning(403, refused=True, internal=False),
+    ErrorKind.POLICY: Meaning(403, refused=True, internal=False),
+    ErrorKind.UNAUTHORIZED: Meaning(403, refused=True, internal=False),
+    ErrorKind.NOT_FOUND: Meaning(404, refused=False, internal=False),
+    ErrorKind.CONFLICT: Meaning(409, refused=False, internal=False),
+    ErrorKind.CONFIG: Meaning(500, refused=False, internal=True),
+    ErrorKind.INTERNAL: Meaning(500, refused=False, internal=True),
+}
+
+
+def meaning(kind: ErrorKind) -> Meaning:
+    return MEANINGS[kind]

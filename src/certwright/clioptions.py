@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from certwright.ca.profiles import parse_duration
+from certwright.configbase import parse_duration
 from certwright.errors import CertwrightError, ErrorKind
 
 __all__ = ["DATA", "OPERATOR", "expires_at", "table"]

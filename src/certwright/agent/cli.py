@@ -22,9 +22,9 @@ from certwright.agent.core import Agent, Plan
 from certwright.agent.daemon import Daemon
 from certwright.agent.spec import Spec, load_specs
 from certwright.agent.state import Enrollment, State
-from certwright.ca.profiles import parse_duration
 from certwright.clioptions import table
 from certwright.clock import SystemClock
+from certwright.configbase import parse_duration
 from certwright.errors import CertwrightError, ErrorKind
 
 DEFAULT_SPECS = "/etc/certwright-agent/specs.d"

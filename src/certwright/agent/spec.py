@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from certwright.ca.profiles import Duration, Strict, UniqueKeyLoader, _explain
+from certwright.configbase import Duration, Strict, UniqueKeyLoader, explain
 from certwright.errors import config_error
 from certwright.pki.names import normalize_dns
 
@@ -482,7 +482,7 @@ def parse_spec(data: Any, source: str) -> Spec:
     try:
         return Spec.model_validate(data)
     except ValidationError as e:
-        raise config_error("; ".join(f"{source}: {_explain(err, Spec)}"
+        raise config_error("; ".join(f"{source}: {explain(err, Spec)}"
                                      for err in e.errors())) from None
 
 

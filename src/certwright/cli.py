@@ -60,19 +60,27 @@ COMMANDS = {
     "certs": "certwright.commands:certs",
     "crl": "certwright.commands:crl",
     "audit": "certwright.commands:audit",
-    "acme": "certwright.commands:acme",
-    "est": "certwright.est.cli:est",
-    "monitor": "certwright.monitor.cli:monitor",
     "agent": "certwright.agent.cli:agent",
 }
 
 
+def _commands() -> dict[str, str]:
+    """The CA's commands, the agent, and each front-end's group from the registry."""
+    from certwright import registry
+
+    found = dict(COMMANDS)
+    for frontend in registry.frontends():
+        if frontend.cli:
+            found[frontend.name] = frontend.cli
+    return found
+
+
 class LazyGroup(Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(_commands())
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
+        target = COMMANDS.get(cmd_name) or _commands().get(cmd_name)
         if target is None:
             return None
         module, _, attr = target.partition(":")

@@ -95,6 +95,10 @@ class CertificateAuthority:
         self.store.audit(event, actor=actor, subject=subject, data=data,
                          at=at or self.clock.now())
 
+    def check_store(self) -> None:
+        """Raise if the store cannot be read (the health check)."""
+        self.store.count_certificates()
+
     def find_certificate(self, serial: str) -> CertificateRecord | None:
         """The certificate with this (canonical hex) serial, if this store holds it."""
         return self.store.find_certificate(serial)

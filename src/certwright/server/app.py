@@ -1,5 +1,5 @@
 """The ASGI applications: the plain-HTTP listener (CRL, OCSP, CA certificates, health)
-and the HTTPS listener, which the protocol front-ends (ACME, EST, SCEP, CMP) mount into.
+and the HTTPS listener, which the front-ends of ``certwright.registry`` mount into.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from certwright.asgi import AsgiEndpoint as AsgiEndpoint
+from certwright.asgi import read_body as read_body
 from certwright.ca import hierarchy
+from certwright.ca.frontend import FrontEnd, Rendered, plain_text
 from certwright.ca.service import CertificateAuthority
 from certwright.monitor.metrics import LatencyMiddleware, metrics_endpoint
 
@@ -38,9 +41,18 @@ class BodyLimit:
     connection is closed cleanly (RFC 9112 9.6) or kept for the next request.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int,
+                 frontends: tuple[FrontEnd, ...] = ()) -> None:
         self.app = app
         self.limit = limit
+        # Each front-end answers in its own format (ACME: a problem document).
+        self.renderers = tuple((p, f.render_transport_error) for f in frontends
+                               for p in (*f.prefixes, *f.http_prefixes))
+
+    def _too_large(self, scope: Scope) -> Response:
+        path = str(scope.get("path", ""))
+        render = next((r for p, r in self.renderers if path.startswith(p)), plain_text)
+        return _response(render(413, f"request body larger than {self.limit} bytes"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,7 +68,7 @@ class BodyLimit:
                 if declared > self.limit:
                     # Not reading: a client that sent "Expect: 100-continue" gets the 413
                     # instead of "100 Continue" and never sends the body at all.
-                    await _too_large(self.limit, scope)(scope, receive, send)
+                    await self._too_large(scope)(scope, receive, send)
                     return
         chunks: list[bytes] = []
         seen = 0
@@ -67,7 +79,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > self.limit:
-                await _too_large(self.limit, scope)(scope, receive, send)
+                await self._too_large(scope)(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -85,20 +97,18 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def _too_large(limit: int, scope: Scope | None = None) -> Response:
-    detail = f"request body larger than {limit} bytes"
-    if scope is not None and str(scope.get("path", "")).startswith("/acme/"):
-        # ACME clients read errors as problem documents (RFC 8555 6.7).
-        return JSONResponse({"type": "urn:ietf:params:acme:error:malformed",
-                             "detail": detail, "status": 413}, 413,
-                            media_type="application/problem+json")
-    return PlainTextResponse(detail + "\n", 413)
+def _response(rendered: Rendered) -> Response:
+    return Response(rendered.body, rendered.status, media_type=rendered.content_type)
 
 
-def build_http_app(ca: CertificateAuthority) -> ASGIApp:
+def _too_large(limit: int) -> Response:
+    return _response(plain_text(413, f"request body larger than {limit} bytes"))
+
+
+def build_http_app(ca: CertificateAuthority, frontends: tuple[FrontEnd, ...] = ()) -> ASGIApp:
     """The plain-HTTP listener: what relying parties fetch without TLS (RFC 5280 8,
     RFC 6960 A.1: CRLs and OCSP over HTTP, never HTTPS, to avoid circular validation)."""
-    issuing_id = ca.authority.issuer_id
+    issuing_id = ca.issuer_id
     root_id = hierarchy.issuer_id(ca.root)
     ca_der = {
         issuing_id: ca.chain[0].public_bytes(serialization.Encoding.DER),
@@ -106,11 +116,8 @@ def build_http_app(ca: CertificateAuthority) -> ASGIApp:
     }
 
     async def health(request: Request) -> Response:
-        def probe() -> int:
-            return ca.store.count_certificates()
-
         try:
-            await anyio.to_thread.run_sync(probe)
+            await anyio.to_thread.run_sync(ca.check_store)
         except Exception:
             return JSONResponse({"status": "unavailable", "store": "unreachable"}, 503)
         return JSONResponse({"status": "ok"})
@@ -167,33 +174,12 @@ def build_http_app(ca: CertificateAuthority) -> ASGIApp:
         Route("/ocsp/{req:path}", ocsp_get, methods=["GET"]),
         Route("/metrics", metrics_endpoint(ca.store, ca.clock), methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
-    return BodyLimit(app, ca.config.server.max_body_bytes)
-
-
-class AsgiEndpoint:
-    """A front-end's plain ASGI callable as a Starlette route's endpoint: Starlette
-    treats a bound method as a request-response function, an object with ``__call__``
-    as an ASGI application."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
-
-
-async def read_body(receive: Receive) -> bytes:
-    """The request body of a plain ASGI request (``BodyLimit`` has capped its size)."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+    app: ASGIApp = Starlette(routes=routes)
+    http_prefixes = {p: f for f in frontends for p in f.http_prefixes}
+    if http_prefixes:
+        apps = {f.name: f.app(ca) for f in set(http_prefixes.values()) if f.app is not None}
+        app = PrefixDispatch({p: apps[f.name] for p, f in http_prefixes.items()}, app)
+    return BodyLimit(app, ca.config.server.max_body_bytes, frontends)
 
 
 class PrefixDispatch:
@@ -216,10 +202,18 @@ class PrefixDispatch:
         await self.fallback(scope, receive, send)
 
 
-def build_https_app(ca: CertificateAuthority, mounts: list[Any] | None = None,
-                    prefixes: dict[str, ASGIApp] | None = None) -> ASGIApp:
-    """The HTTPS listener. Protocol front-ends add their routes through ``mounts``, or
-    take a whole path prefix with an ASGI application of their own (``prefixes``)."""
+def build_https_app(ca: CertificateAuthority, frontends: tuple[FrontEnd, ...] = (),
+                    mounts: list[Any] | None = None) -> ASGIApp:
+    """The HTTPS listener. Front-ends take whole path prefixes with an ASGI application
+    of their own, or add Starlette routes (``mounts``: routes of a single front-end under
+    test)."""
+    mounts = [*(mounts or []), *(r for f in frontends if f.routes is not None
+                                 for r in f.routes(ca))]
+    prefixes: dict[str, ASGIApp] = {}
+    for f in frontends:
+        if f.app is not None and f.prefixes:
+            frontend_app = f.app(ca)
+            prefixes.update({p: frontend_app for p in f.prefixes})
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -231,8 +225,8 @@ def build_https_app(ca: CertificateAuthority, mounts: list[Any] | None = None,
             "root": f"{ca.config.server.http_url}/root.pem",
         })
 
-    routes: list[Any] = [Route("/health", health), Route("/", index), *(mounts or [])]
+    routes: list[Any] = [Route("/health", health), Route("/", index), *mounts]
     app: ASGIApp = Starlette(routes=routes)
     if prefixes:
         app = PrefixDispatch(prefixes, app)
-    return LatencyMiddleware(BodyLimit(app, ca.config.server.max_body_bytes))
+    return LatencyMiddleware(BodyLimit(app, ca.config.server.max_body_bytes, frontends))

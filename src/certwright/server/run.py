@@ -16,14 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
+from cryptography import x509
 
-from certwright.acme.app import acme_prefixes
+from certwright import registry
 from certwright.ca import datadir
+from certwright.ca.frontend import FrontEnd
 from certwright.ca.service import CertificateAuthority
 from certwright.errors import CertwrightError, ErrorKind, config_error
-from certwright.est.app import client_trust_anchors, est_prefixes
-from certwright.monitor.checkin import checkin_routes
-from certwright.monitor.engine import run_forever
 from certwright.server import listener_cert, tls
 from certwright.server.app import build_http_app, build_https_app
 
@@ -139,6 +138,17 @@ async def _watch(children: list[int], lost: list[int], stop: Callable[[], None])
                 return
 
 
+def _client_anchors(ca: CertificateAuthority,
+                    frontends: tuple[FrontEnd, ...]) -> list[x509.Certificate]:
+    """Our own root and issuing CA (clients renewing with a certificate we issued), and
+    whatever each front-end trusts besides."""
+    found = [ca.root, *ca.chain]
+    for frontend in frontends:
+        if frontend.trust_anchors is not None:
+            found += [c for c in frontend.trust_anchors(ca) if c not in found]
+    return found
+
+
 def run(data: Path, *, http: str | None = None, https: str | None = None,
         workers: int | None = None) -> None:
     ca = datadir.open_ca(data, migrate=True)
@@ -154,13 +164,12 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
         cert_path, key_path = listener_cert.ensure(ca, datadir.Layout(data).tls_dir)
         ca.crl.current()  # publish a CRL before the first client asks
 
+        frontends = registry.frontends()
         configs = [
-            uvicorn.Config(build_http_app(ca), host=http_host, port=http_port,
+            uvicorn.Config(build_http_app(ca, frontends), host=http_host, port=http_port,
                            log_level="warning", access_log=False, lifespan="off",
                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN),
-            uvicorn.Config(build_https_app(ca, mounts=checkin_routes(ca),
-                                           prefixes={**acme_prefixes(ca),
-                                                     **est_prefixes(ca)}),
+            uvicorn.Config(build_https_app(ca, frontends),
                            host=https_host, port=https_port,
                            ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
                            # every request's scope carries the TLS client certificate
@@ -170,9 +179,9 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
         ]
         for c in configs:
             c.load()  # a bad TLS key or certificate fails here, before anything listens
-        # Mutual TLS, optional: EST clients may present a certificate (server/tls.py).
+        # Mutual TLS, optional: clients may present a certificate (server/tls.py).
         assert configs[1].ssl is not None
-        tls.request_client_certificates(configs[1].ssl, client_trust_anchors(ca))
+        tls.request_client_certificates(configs[1].ssl, _client_anchors(ca, frontends))
         http_socks = listen(http_host, http_port, "--http")
         listeners += http_socks
         https_socks = listen(https_host, https_port, "--https")
@@ -215,8 +224,11 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
             upkeep = asyncio.create_task(_upkeep(ca, data, configs[1].ssl,
                                                  renew=not is_child))
             watcher = asyncio.create_task(_watch(children, lost, stop))
-            # The monitor evaluates in the first process only (one alerter).
-            monitoring = None if is_child else asyncio.create_task(run_forever(ca, data))
+            # Background work (the monitor's evaluation) in the first process only: one
+            # alerter, however many workers.
+            background: list[asyncio.Task[None]] = [] if is_child else [
+                asyncio.create_task(f.background(ca, data))
+                for f in frontends if f.background is not None]
             tasks = [asyncio.create_task(servers[0]._serve(http_socks)),
                      asyncio.create_task(servers[1]._serve(https_socks))]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -224,8 +236,8 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
             await asyncio.gather(*tasks, return_exceptions=True)
             upkeep.cancel()
             watcher.cancel()
-            if monitoring is not None:
-                monitoring.cancel()
+            for task in background:
+                task.cancel()
             for t in done:
                 error = t.exception()
                 if error is not None:

@@ -1,0 +1,35 @@
+"""The monitor as a front-end of the seam: the agents' check-in API and the periodic
+evaluation the server runs in the background."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from certwright.ca.frontend import FrontEnd
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from certwright.ca.service import CertificateAuthority
+
+
+def _routes(ca: CertificateAuthority) -> list[BaseRoute]:
+    from certwright.monitor.checkin import checkin_routes
+
+    return list(checkin_routes(ca))
+
+
+async def _evaluate_forever(ca: CertificateAuthority, data: Path) -> None:
+    from certwright.monitor.engine import run_forever
+
+    await run_forever(ca, data)
+
+
+FRONTEND = FrontEnd(
+    name="monitor",
+    enrolls=False,
+    routes=_routes,
+    background=_evaluate_forever,
+    cli="certwright.monitor.cli:monitor",
+)

@@ -37,7 +37,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import AttributeOID
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -50,8 +49,7 @@ from certwright.est import wire
 from certwright.est.credentials import VerifiedCache, seal_key, unseal_key
 from certwright.est.state import Credential, EstState, HeldRequest
 from certwright.pki import csr as csrlib
-from certwright.pki import keys
-from certwright.pki.keys import KeyAlgorithm
+from certwright.pki import keygen
 from certwright.server.app import AsgiEndpoint, read_body
 from certwright.store.repo import CertificateRecord, format_serial
 
@@ -381,11 +379,11 @@ class EstServer:
                 # there only sealed under the requester's password.
                 raise EstError(403, "serverkeygen on a profile with manual approval needs "
                                "an HTTP Basic credential")
-            private_key = _key_like(csr.public_key(), profile)
+            private_key = keygen.key_like(csr.public_key(), profile.keys)
             key_der = private_key.private_bytes(serialization.Encoding.DER,
                                                 serialization.PrivateFormat.PKCS8,
                                                 serialization.NoEncryption())
-            csr = _resign(csr, private_key)
+            csr = keygen.request_over(csr, private_key)
         return EnrollmentRequest(profile=who.profile, csr=csr, requester=who.requester,
                                  protocol=Protocol.EST, renews=who.renews,
                                  server_keygen=key_der is not None), key_der
@@ -568,50 +566,3 @@ class EstServer:
                 record.fingerprint != cert.fingerprint(_SHA256).hex()):
             return None
         return record
-
-
-# -- serverkeygen -------------------------------------------------------------------------
-
-_EC_CURVES: dict[str, Callable[[], ec.EllipticCurve]] = {
-    "P-256": ec.SECP256R1, "P-384": ec.SECP384R1, "P-521": ec.SECP521R1}
-
-
-def _key_like(public_key: Any, profile: Profile) -> Any:
-    """A new key pair of the CSR key's type when the profile takes that type, else of the
-    type the profile lists first (ECDSA, then RSA, then Ed25519). The RA checks it like
-    any other key."""
-    rules = profile.keys
-    try:
-        desc = keys.describe(public_key)
-    except CertwrightError:
-        desc = None
-    if desc is not None:
-        if desc.algorithm is KeyAlgorithm.ECDSA and desc.curve in rules.ecdsa_curves:
-            return ec.generate_private_key(_EC_CURVES[str(desc.curve)]())
-        if desc.algorithm is KeyAlgorithm.RSA and rules.rsa:
-            return rsa.generate_private_key(65537, max(desc.bits, rules.rsa_min_bits))
-        if desc.algorithm is KeyAlgorithm.ED25519 and rules.ed25519:
-            return ed25519.Ed25519PrivateKey.generate()
-    if rules.ecdsa_curves:
-        return ec.generate_private_key(_EC_CURVES[rules.ecdsa_curves[0]]())
-    if rules.rsa:
-        return rsa.generate_private_key(65537, rules.rsa_min_bits)
-    if rules.ed25519:
-        return ed25519.Ed25519PrivateKey.generate()
-    raise CertwrightError(ErrorKind.POLICY, "this profile allows no key type the server "
-                          "can generate", rule="keys")
-
-
-def _resign(csr: x509.CertificateSigningRequest, key: Any) -> x509.CertificateSigningRequest:
-    """The client's request (subject and extension requests) over the generated key.
-
-    RFC 7030 4.4.1: the CSR of a serverkeygen request names what the certificate should
-    say; its own key only proves the request came whole from the client."""
-    builder = x509.CertificateSigningRequestBuilder().subject_name(csr.subject)
-    try:
-        extensions = list(csr.extensions)
-    except ValueError:
-        raise CertwrightError(ErrorKind.BAD_CSR, "CSR extensions cannot be parsed") from None
-    for ext in extensions:
-        builder = builder.add_extension(ext.value, critical=ext.critical)
-    return builder.sign(key, keys.signature_hash(key))

@@ -5,14 +5,18 @@ in test_est_interop.py."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import concurrent.futures
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from alembic import command
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -20,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from pyasn1.codec.der import decoder
 from pyasn1_alt_modules import rfc7030
 
+import certwright.est
 from certwright.ca import credentials, policy
 from certwright.ca.policy import Issue, Pending, Reject
 from certwright.ca.profiles import Profile, Protocol, parse_config_text
@@ -30,6 +35,7 @@ from certwright.est import wire
 from certwright.est.app import est_routes
 from certwright.est.enroll import SEAL_CONTEXT
 from certwright.server.app import build_https_app
+from certwright.store.schema import UtcDateTime
 
 from .helpers import csr, key, request
 
@@ -344,3 +350,66 @@ def test_ok_concurrent_first_attempts_hold_one_request(
     assert {s for s, _ in got} == {202}, got
     assert len({t.split()[1] for _, t in got}) == 1  # one request id for all of them
     assert len(ca.store.requests("pending")) == 1
+
+
+# -- the core's credentials and the seam ----------------------------------------------------
+
+
+def test_ok_credential_create_and_remove_are_audited(ca: CertificateAuthority) -> None:
+    est = ca.credentials("est")
+    est.create("audited", "tls-client", actor="alice", one_time=True)
+    with pytest.raises(CertwrightError) as e:
+        est.create("audited", "device", actor="alice")
+    assert e.value.kind is ErrorKind.CONFLICT
+    assert str(e.value) == "an EST credential named 'audited' exists already"
+    # Another protocol's credential of the same name is another credential.
+    assert ca.credentials("scep").get("audited") is None
+    est.remove("audited", actor="bob")
+    with pytest.raises(CertwrightError) as e:
+        est.remove("audited", actor="bob")
+    assert (e.value.kind, str(e.value)) == (ErrorKind.NOT_FOUND,
+                                            "no EST credential named 'audited'")
+    events = [(r.event, r.actor, r.subject, r.data) for r in ca.store.iter_audit()
+              if r.event.startswith("est.credential.")]
+    assert [(ev, actor, subject) for ev, actor, subject, _ in events] == [
+        ("est.credential.created", "alice", "audited"),
+        ("est.credential.removed", "bob", "audited")]
+    assert '"one_time":true' in events[0][3] and '"profile":"tls-client"' in events[0][3]
+
+
+def test_ok_est_credential_of_schema_0006_enrolls_after_migration(
+        ca: CertificateAuthority, est: InProcess) -> None:
+    """A password made before migration 0007 (stored in est_credentials, as 0005 made
+    it) authenticates a simpleenroll afterwards."""
+    with ca.store.engine.connect() as conn, conn.begin():
+        command.downgrade(ca.store._alembic(conn), "0006")
+    password = credentials.new_secret()
+    with ca.store.engine.connect() as conn, conn.begin():
+        conn.execute(sa.text(
+            "INSERT INTO est_credentials (name, profile, secret, one_time, expires_at, "
+            "used_at, created_at) VALUES ('old-device', 'tls-client', :s, :o, NULL, NULL, :c)"
+        ).bindparams(sa.bindparam("o", type_=sa.Boolean),
+                     sa.bindparam("c", type_=UtcDateTime())),
+            {"s": credentials.hash_secret(password), "o": False, "c": ca.clock.now()})
+    ca.store.migrate()
+    status, text = _post(est, "old-device", password, csr(["old.internal"]))
+    assert status == 200, text
+    assert _post(est, "old-device", "wrong", csr(["old.internal"]))[0] == 401
+
+
+def test_ok_est_reaches_the_core_only_through_its_ports() -> None:
+    """No module of the EST front-end imports the store or SQLAlchemy, or reaches the
+    CertificateAuthority's store or Authority (issue 10: one seam for every front-end)."""
+    package = Path(certwright.est.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith(("certwright.store", "sqlalchemy")), (path, name)
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in {"store", "authority"}, (path, node.lineno)

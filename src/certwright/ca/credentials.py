@@ -1,5 +1,7 @@
 """Named shared secrets: each bound to one profile and to the one protocol that accepts
-it (EST bootstrap passwords today; SCEP challenge passwords and CMP MAC secrets next).
+it (bootstrap passwords, RFC 7030 3.2.3; challenge passwords, RFC 8894 2.3; MAC secrets,
+RFC 9810 5.1.3.1). The protocol is a name its front-end gives ("est", ...); nothing here
+depends on which it is.
 
 A secret is generated here (192 bits from the CSPRNG), shown once, and stored only as
 ``scrypt$N$r$p$salt$hash``. Verification costs one scrypt (about 50 ms of CPU, which
@@ -167,7 +169,7 @@ def unseal(sealed: bytes, secret: str, *, context: bytes, bound_to: str) -> byte
 
 class CredentialRefused(CertwrightError):
     """An unknown name or a wrong secret: one answer for both (and the same work), which
-    each protocol renders as its "authenticate again" (EST: 401)."""
+    each protocol renders as its "authenticate again" (HTTP: 401)."""
 
     def __init__(self, noun: str) -> None:
         super().__init__(ErrorKind.UNAUTHORIZED, f"wrong {noun} name or secret")
@@ -178,7 +180,7 @@ class Credentials:
 
     def __init__(self, store: Store, clock: Clock, protocol: str) -> None:
         self.protocol = protocol
-        self.noun = f"{protocol.upper()} credential"  # in messages: "EST credential"
+        self.noun = f"{protocol.upper()} credential"  # how messages name one
         self._store = store
         self._rows = CredentialRows(store)
         self._clock = clock

@@ -17,8 +17,8 @@ from typing import Any
 from certwright.ca.profiles import Config, Protocol
 from certwright.errors import CertwrightError, meaning
 
-__all__ = ["ENROLL", "KEYGEN", "PREFIX", "REENROLL", "Ctx", "EstError", "Labels", "Reply",
-           "render_error", "text", "unauthenticated"]
+__all__ = ["ENROLL", "GETS", "KEYGEN", "POSTS", "PREFIX", "REENROLL", "Ctx", "EstError",
+           "Labels", "Reply", "render_error", "text", "unauthenticated"]
 
 log = logging.getLogger("certwright.est")
 

@@ -1,6 +1,6 @@
 """Named shared secrets: each bound to one profile and to the one protocol that accepts
-it (bootstrap passwords, RFC 7030 3.2.3; challenge passwords, RFC 8894 2.3; MAC secrets,
-RFC 9810 5.1.3.1). The protocol is a name its front-end gives ("est", ...); nothing here
+it (bootstrap passwords, RFC 7030 3.2.3; challenge passwords, RFC 8894; MAC secrets,
+RFC 9810). The protocol is a name its front-end gives ("est", ...); nothing here
 depends on which it is.
 
 A secret is generated here (192 bits from the CSPRNG), shown once, and stored only as

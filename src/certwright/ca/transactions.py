@@ -1,6 +1,6 @@
 """Enrollment transactions: a protocol's transaction id -> the request the RA held for
 an operator -> its outcome, for every protocol whose client comes back for it (a request
-repeated after 202, RFC 7030 4.2.3; CertPoll, RFC 8894 3.3.3; pollReq, RFC 9810 5.3.22).
+repeated after 202, RFC 7030 4.2.3; CertPoll, RFC 8894; pollReq, RFC 9810).
 
 The front-end records a transaction when ``CertificateAuthority.enroll`` answers Held,
 finds it when the client comes back, asks ``CertificateAuthority.outcome`` what became

@@ -1,7 +1,7 @@
 """Named shared secrets: what a requester proves it knows before it may enroll.
 
-EST bootstrap passwords (RFC 7030 3.2.3) today; SCEP challenge passwords (RFC 8894 2.3)
-and CMP MAC secrets (RFC 9810 5.1.3.1) are the same thing. Each is bound to the one
+EST bootstrap passwords (RFC 7030 3.2.3) today; SCEP challenge passwords (RFC 8894)
+and CMP MAC secrets (RFC 9810) are the same thing. Each is bound to the one
 protocol that accepts it and to one profile.
 """
 

@@ -1,5 +1,5 @@
 """Server-side key generation: a key pair made for a requester that asked the CA for one
-(EST serverkeygen, RFC 7030 4.4; CMP central key generation, RFC 9810 5.3.4, later), and
+(EST serverkeygen, RFC 7030 4.4; CMP central key generation, RFC 9810, later), and
 the request re-made over it. Pure functions: nothing here reads or writes anything.
 """
 

@@ -1,7 +1,6 @@
 """Enrollment transactions: a protocol's own name for a request the RA held for an
 operator, so the client's retry or poll finds it and collects its outcome (EST's repeated
 simpleenroll, RFC 7030 4.2.3; SCEP CertPoll, RFC 8894; CMP pollReq, RFC 9810).
-5.3.22).
 """
 
 from __future__ import annotations

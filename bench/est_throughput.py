@@ -66,7 +66,6 @@ from certwright.ca import datadir
 from certwright.ca.policy import EnrollmentRequest, Requester
 from certwright.ca.profiles import Protocol
 from certwright.ca.service import CertificateAuthority, Issued
-from certwright.est.state import EstState
 from certwright.pki import csr as csrlib
 from certwright.pki.keys import load_private_key
 
@@ -220,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"setting up in {work}: credentials, {clients} client certificates, "
             f"{rounds * n * 3} CSRs (not timed) ...")
         with datadir.opened(data) as ca:
-            _, password = EstState(ca.store, ca.clock).add_credential(USER, PROFILE)
+            _, password = ca.credentials("est").create(USER, PROFILE, actor="bench")
             names = [f"client{k}.est.bench.internal" for k in range(clients)]
             for name in names:
                 k = ec.generate_private_key(ec.SECP256R1())

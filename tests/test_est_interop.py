@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID
 
 from certwright.ca import datadir
+from certwright.ca.credentials import Credentials
 from certwright.clock import Clock, FakeClock, SystemClock
-from certwright.est.state import EstState
 from certwright.store.repo import Store
 
 from .cli import run
@@ -117,8 +117,8 @@ class World:
         try:
             c = clock or SystemClock()
             expires_at = c.now() + expires if expires is not None else None
-            _, password = EstState(store, c).add_credential(
-                name, profile, one_time=one_time, expires_at=expires_at)
+            _, password = Credentials(store, c, "est").create(
+                name, profile, actor="tester", one_time=one_time, expires_at=expires_at)
         finally:
             store.close()
         return password

@@ -5,14 +5,18 @@ in test_est_interop.py."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import concurrent.futures
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from alembic import command
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -20,16 +24,18 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from pyasn1.codec.der import decoder
 from pyasn1_alt_modules import rfc7030
 
-from certwright.ca import policy
+import certwright.est
+from certwright.ca import credentials, policy
 from certwright.ca.policy import Issue, Pending, Reject
 from certwright.ca.profiles import Profile, Protocol, parse_config_text
 from certwright.ca.service import CertificateAuthority, Issued
 from certwright.clock import FakeClock
 from certwright.errors import CertwrightError, ErrorKind
-from certwright.est import credentials, wire
+from certwright.est import wire
 from certwright.est.app import est_routes
-from certwright.est.state import EstState
+from certwright.est.enroll import SEAL_CONTEXT
 from certwright.server.app import build_https_app
+from certwright.store.schema import UtcDateTime
 
 from .helpers import csr, key, request
 
@@ -37,12 +43,12 @@ from .helpers import csr, key, request
 
 
 def test_ok_password_hash_is_salted_scrypt() -> None:
-    password = credentials.new_password()
+    password = credentials.new_secret()
     assert len(password) >= 32
-    one, two = credentials.hash_password(password), credentials.hash_password(password)
+    one, two = credentials.hash_secret(password), credentials.hash_secret(password)
     assert one != two and one.startswith("scrypt$16384$8$1$") and password not in one
-    assert credentials.verify_password(password, one)
-    assert credentials.verify_password(password, two)
+    assert credentials.verify_secret(password, one)
+    assert credentials.verify_secret(password, two)
 
 
 @pytest.mark.parametrize(("case", "stored", "given"), [
@@ -53,28 +59,29 @@ def test_ok_password_hash_is_salted_scrypt() -> None:
 ])
 def test_fail_password_check(case: str, stored: str | None, given: str) -> None:
     if stored == "hash-of:right":
-        stored = credentials.hash_password("right")
-    assert credentials.verify_password(given, stored) is False
+        stored = credentials.hash_secret("right")
+    assert credentials.verify_secret(given, stored) is False
 
 
 def test_ok_verified_cache_remembers_only_the_right_password() -> None:
     cache = credentials.VerifiedCache()
-    stored = credentials.hash_password("right")
+    stored = credentials.hash_secret("right")
     assert cache.check("a", stored, "right")
     assert cache.check("a", stored, "right")  # from the cache
     assert not cache.check("a", stored, "wrong")
     assert not cache.check("a", None, "right")  # the credential is gone
     # A credential re-created under the same name has a new hash: no stale entry matches.
-    assert not cache.check("a", credentials.hash_password("other"), "right")
+    assert not cache.check("a", credentials.hash_secret("other"), "right")
 
 
 def test_ok_sealed_key_opens_only_with_the_password_and_request() -> None:
-    sealed = credentials.seal_key(b"pkcs8 bytes", "pw", "req1")
+    sealed = credentials.seal(b"pkcs8 bytes", "pw", context=SEAL_CONTEXT, bound_to="req1")
     assert b"pkcs8 bytes" not in sealed
-    assert credentials.unseal_key(sealed, "pw", "req1") == b"pkcs8 bytes"
+    assert credentials.unseal(sealed, "pw", context=SEAL_CONTEXT, bound_to="req1") == b"pkcs8 bytes"
     for password, request_id in (("other", "req1"), ("pw", "req2")):
         with pytest.raises(CertwrightError) as e:
-            credentials.unseal_key(sealed, password, request_id)
+            credentials.unseal(sealed, password, context=SEAL_CONTEXT,
+                               bound_to=request_id)
         assert e.value.kind is ErrorKind.UNAUTHORIZED
 
 
@@ -251,8 +258,8 @@ def _post(client: InProcess, user: str, password: str, c: x509.CertificateSignin
 
 def test_fail_credential_after_its_expiry(ca: CertificateAuthority, clock: FakeClock,
                                           est: InProcess) -> None:
-    state = EstState(ca.store, clock)
-    _, password = state.add_credential("exp", "tls-client",
+    state = ca.credentials("est")
+    _, password = state.create("exp", "tls-client", actor="tester",
                                        expires_at=clock.now() + dt.timedelta(hours=1))
     assert _post(est, "exp", password, csr(["a.internal"]))[0] == 200
     clock.advance(dt.timedelta(hours=1))
@@ -262,8 +269,8 @@ def test_fail_credential_after_its_expiry(ca: CertificateAuthority, clock: FakeC
 
 def test_ok_one_time_credential_collects_its_held_request(
         ca: CertificateAuthority, clock: FakeClock, est: InProcess) -> None:
-    state = EstState(ca.store, clock)
-    _, password = state.add_credential("once", "device", one_time=True)
+    state = ca.credentials("est")
+    _, password = state.create("once", "device", actor="tester", one_time=True)
     request_csr = csr(["d1.devices.internal"])
     first = _post(est, "once", password, request_csr)
     assert first[0] == 202, first
@@ -280,18 +287,18 @@ def test_ok_one_time_credential_collects_its_held_request(
 
 def test_ok_refused_request_does_not_spend_a_one_time_credential(
         ca: CertificateAuthority, clock: FakeClock, est: InProcess) -> None:
-    state = EstState(ca.store, clock)
-    _, password = state.add_credential("once", "tls-client", one_time=True)
+    state = ca.credentials("est")
+    _, password = state.create("once", "tls-client", actor="tester", one_time=True)
     assert _post(est, "once", password, csr(["www.example.com"]))[0] == 403
     assert _post(est, "once", password, csr(["ok.internal"]))[0] == 200
     assert _post(est, "once", password, csr(["ok2.internal"]))[0] == 401
-    spent = state.credential("once")
+    spent = state.get("once")
     assert spent is not None and spent.spent()
 
 
 def test_ok_spend_is_won_once(ca: CertificateAuthority, clock: FakeClock) -> None:
-    state = EstState(ca.store, clock)
-    state.add_credential("once", "tls-client", one_time=True)
+    state = ca.credentials("est")
+    state.create("once", "tls-client", actor="tester", one_time=True)
     first = state.spend("once")
     assert first is not None and state.spend("once") is None
     state.unspend("once", first)
@@ -300,16 +307,16 @@ def test_ok_spend_is_won_once(ca: CertificateAuthority, clock: FakeClock) -> Non
 
 def test_ok_removed_credential_authenticates_nothing(
         ca: CertificateAuthority, clock: FakeClock, est: InProcess) -> None:
-    state = EstState(ca.store, clock)
-    _, password = state.add_credential("gone", "tls-client")
+    state = ca.credentials("est")
+    _, password = state.create("gone", "tls-client", actor="tester")
     assert _post(est, "gone", password, csr(["a.internal"]))[0] == 200  # now cached
-    state.remove_credential("gone")
+    state.remove("gone", actor="tester")
     assert _post(est, "gone", password, csr(["b.internal"]))[0] == 401
 
 
 def test_ok_serverkeygen_key_type_follows_the_csr(ca: CertificateAuthority, clock: FakeClock,
                                                   est: InProcess) -> None:
-    _, password = EstState(ca.store, clock).add_credential("kg", "device")
+    _, password = ca.credentials("est").create("kg", "device", actor="tester")
     # device allows Ed25519; a P-384 CSR key gives a P-384 key; the request is held.
     status, text = _post(est, "kg", password, csr(["k.devices.internal"],
                                                   private_key=key("p384")), "serverkeygen")
@@ -327,7 +334,7 @@ def _at_once(n: int, fn: Callable[[int], tuple[int, str]]) -> list[tuple[int, st
 
 def test_ok_one_time_credential_races_issue_one_certificate(
         ca: CertificateAuthority, clock: FakeClock, est: InProcess) -> None:
-    _, password = EstState(ca.store, clock).add_credential("race", "tls-client",
+    _, password = ca.credentials("est").create("race", "tls-client", actor="tester",
                                                            one_time=True)
     before = ca.store.count_certificates()
     got = _at_once(8, lambda i: _post(est, "race", password, csr([f"r{i}.internal"])))
@@ -337,9 +344,72 @@ def test_ok_one_time_credential_races_issue_one_certificate(
 
 def test_ok_concurrent_first_attempts_hold_one_request(
         ca: CertificateAuthority, clock: FakeClock, est: InProcess) -> None:
-    _, password = EstState(ca.store, clock).add_credential("dup", "device")
+    _, password = ca.credentials("est").create("dup", "device", actor="tester")
     same = csr(["dup.devices.internal"])
     got = _at_once(6, lambda i: _post(est, "dup", password, same))
     assert {s for s, _ in got} == {202}, got
     assert len({t.split()[1] for _, t in got}) == 1  # one request id for all of them
     assert len(ca.store.requests("pending")) == 1
+
+
+# -- the core's credentials and the seam ----------------------------------------------------
+
+
+def test_ok_credential_create_and_remove_are_audited(ca: CertificateAuthority) -> None:
+    est = ca.credentials("est")
+    est.create("audited", "tls-client", actor="alice", one_time=True)
+    with pytest.raises(CertwrightError) as e:
+        est.create("audited", "device", actor="alice")
+    assert e.value.kind is ErrorKind.CONFLICT
+    assert str(e.value) == "an EST credential named 'audited' exists already"
+    # Another protocol's credential of the same name is another credential.
+    assert ca.credentials("scep").get("audited") is None
+    est.remove("audited", actor="bob")
+    with pytest.raises(CertwrightError) as e:
+        est.remove("audited", actor="bob")
+    assert (e.value.kind, str(e.value)) == (ErrorKind.NOT_FOUND,
+                                            "no EST credential named 'audited'")
+    events = [(r.event, r.actor, r.subject, r.data) for r in ca.store.iter_audit()
+              if r.event.startswith("est.credential.")]
+    assert [(ev, actor, subject) for ev, actor, subject, _ in events] == [
+        ("est.credential.created", "alice", "audited"),
+        ("est.credential.removed", "bob", "audited")]
+    assert '"one_time":true' in events[0][3] and '"profile":"tls-client"' in events[0][3]
+
+
+def test_ok_est_credential_of_schema_0006_enrolls_after_migration(
+        ca: CertificateAuthority, est: InProcess) -> None:
+    """A password made before migration 0007 (stored in est_credentials, as 0005 made
+    it) authenticates a simpleenroll afterwards."""
+    with ca.store.engine.connect() as conn, conn.begin():
+        command.downgrade(ca.store._alembic(conn), "0006")
+    password = credentials.new_secret()
+    with ca.store.engine.connect() as conn, conn.begin():
+        conn.execute(sa.text(
+            "INSERT INTO est_credentials (name, profile, secret, one_time, expires_at, "
+            "used_at, created_at) VALUES ('old-device', 'tls-client', :s, :o, NULL, NULL, :c)"
+        ).bindparams(sa.bindparam("o", type_=sa.Boolean),
+                     sa.bindparam("c", type_=UtcDateTime())),
+            {"s": credentials.hash_secret(password), "o": False, "c": ca.clock.now()})
+    ca.store.migrate()
+    status, text = _post(est, "old-device", password, csr(["old.internal"]))
+    assert status == 200, text
+    assert _post(est, "old-device", "wrong", csr(["old.internal"]))[0] == 401
+
+
+def test_ok_est_reaches_the_core_only_through_its_ports() -> None:
+    """No module of the EST front-end imports the store or SQLAlchemy, or reaches the
+    CertificateAuthority's store or Authority (issue 10: one seam for every front-end)."""
+    package = Path(certwright.est.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith(("certwright.store", "sqlalchemy")), (path, name)
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in {"store", "authority"}, (path, node.lineno)

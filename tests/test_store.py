@@ -22,17 +22,21 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certwright.ca import datadir, policy
+from certwright.ca import credentials, datadir, policy
 from certwright.ca.authority import AuditContext
+from certwright.ca.credentials import CredentialRefused, Credentials
 from certwright.ca.revocation import Reason
 from certwright.ca.service import CertificateAuthority, Held, Issued
+from certwright.ca.transactions import Transactions
 from certwright.clock import FakeClock
 from certwright.errors import CertwrightError, ErrorKind
+from certwright.est.enroll import SEAL_CONTEXT, transaction_id
 from certwright.store import audit, schema
 from certwright.store.repo import CertificateRecord, Store
 
@@ -133,6 +137,70 @@ def test_ok_migrate_twice_is_a_no_op(store_url: str) -> None:
         assert changed == []
         assert store.schema_is_current()
         assert_chain(store, 1)
+
+
+def _migrate_to(store: Store, revision: str, *, down: bool = False) -> None:
+    with store.engine.connect() as conn, conn.begin():
+        step = command.downgrade if down else command.upgrade
+        step(store._alembic(conn), revision)
+
+
+def test_ok_migration_0007_moves_est_credentials_and_held_requests(store_url: str) -> None:
+    """What EST kept in its own tables (0005) moves to the shared credentials and
+    transactions: a password a user holds still authenticates, and a server-generated
+    key held for an operator still opens with it."""
+    at = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    password = credentials.new_secret()
+    spki = hashlib.sha256(b"spki").hexdigest()
+    # As certwright.est sealed a held key before 0007.
+    sealed = credentials.seal(b"pkcs8", password, context=SEAL_CONTEXT, bound_to="r1")
+    with open_store(store_url) as store:
+        _migrate_to(store, "0006")
+        with store.engine.connect() as conn, conn.begin():
+            for name, one_time, used in (("sensor-1", False, None), ("once", True, at)):
+                conn.execute(sa.text(
+                    "INSERT INTO est_credentials (name, profile, secret, one_time, "
+                    "expires_at, used_at, created_at) VALUES (:n, 'device', :s, :o, NULL, "
+                    ":u, :c)").bindparams(sa.bindparam("u", type_=schema.UtcDateTime()),
+                                          sa.bindparam("c", type_=schema.UtcDateTime())),
+                    {"n": name, "s": credentials.hash_secret(password), "o": one_time,
+                     "u": used, "c": at})
+            conn.execute(sa.text(
+                "INSERT INTO est_requests (request_id, profile, requester, spki_sha256, "
+                "operation, wrapped_key, created_at) VALUES ('r1', 'device', "
+                "'est-credential:sensor-1', :k, 'serverkeygen', :w, :c)"
+            ).bindparams(sa.bindparam("w", type_=sa.LargeBinary),
+                         sa.bindparam("c", type_=schema.UtcDateTime())),
+                {"k": spki, "w": sealed, "c": at})
+        store.migrate()
+        assert store.schema_is_current()
+
+        clock = FakeClock(at + dt.timedelta(days=1))
+        est = Credentials(store, clock, "est")
+        moved = est.verify("sensor-1", password, profile="device", client="test")
+        assert (moved.profile, moved.one_time, moved.spent()) == ("device", False, False)
+        once = est.verify("once", password, profile=None, client="test")
+        assert once.spent() and once.used_at == at
+        with pytest.raises(CredentialRefused):
+            est.verify("sensor-1", "not the password", profile=None, client="test")
+        assert Credentials(store, clock, "scep").get("sensor-1") is None
+
+        held = Transactions(store, clock, "est").find(
+            "device", "est-credential:sensor-1", transaction_id("serverkeygen", spki))
+        assert held is not None
+        assert (held.request_id, held.operation, held.created_at) == ("r1", "serverkeygen", at)
+        assert held.sealed_key is not None
+        assert credentials.unseal(held.sealed_key, password, context=SEAL_CONTEXT,
+                                  bound_to="r1") == b"pkcs8"
+
+        # And back: 0006's tables hold the same rows again.
+        _migrate_to(store, "0006", down=True)
+        with store.engine.connect() as conn:
+            names = conn.execute(sa.text("SELECT name FROM est_credentials ORDER BY name"))
+            assert [r[0] for r in names] == ["once", "sensor-1"]
+            back = conn.execute(sa.text("SELECT spki_sha256, operation FROM est_requests"))
+            assert back.all() == [(spki, "serverkeygen")]
+
 
 
 MIGRATE = ("import sys; from certwright.store.repo import Store; "

@@ -23,9 +23,11 @@ from sqlalchemy.engine import Connection
 
 from certwright.ca import policy
 from certwright.ca.authority import AuditContext, Authority
+from certwright.ca.credentials import Credentials
 from certwright.ca.policy import EnrollmentRequest, Issue, Pending, Reject, Requester
 from certwright.ca.profiles import Config, Protocol
 from certwright.ca.revocation import CrlPublisher, OcspResponder, Reason
+from certwright.ca.transactions import Transactions
 from certwright.clock import Clock
 from certwright.errors import CertwrightError, ErrorKind
 from certwright.model.certificates import CertificateRecord, RequestRecord, format_serial
@@ -73,6 +75,7 @@ class CertificateAuthority:
         self.root = root
         self.clock = clock
         self.layout = layout
+        self._credentials: dict[str, Credentials] = {}
 
     # -- what front-ends ask ------------------------------------------------------------
 
@@ -131,6 +134,19 @@ class CertificateAuthority:
         assert record.state == "issued" and record.serial is not None
         cert_record = self.store.certificate(record.serial)
         return Issued(cert_record, x509.load_der_x509_certificate(cert_record.der), self.chain)
+
+    def credentials(self, protocol: str) -> Credentials:
+        """The named shared secrets ``protocol`` accepts (one object per protocol, so its
+        cache of verified secrets lives as long as this CA)."""
+        found = self._credentials.get(protocol)
+        if found is None:
+            found = self._credentials.setdefault(
+                protocol, Credentials(self.store, self.clock, protocol))
+        return found
+
+    def transactions(self, protocol: str) -> Transactions:
+        """The requests held for ``protocol``'s clients to collect."""
+        return Transactions(self.store, self.clock, protocol)
 
     def repository(self, kind: str) -> object:
         """The storage a front-end keeps of its own (ACME orders, ...), by the name the

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cryptography import x509
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from certwright.ca.profiles import Protocol
 from certwright.ca.service import CertificateAuthority
-from certwright.est.server import EstServer, load_anchors
-from certwright.est.state import EstState
+from certwright.est.auth import load_anchors
+from certwright.est.server import EstServer
 
 __all__ = ["client_trust_anchors", "est_prefixes", "est_routes"]
 
 
+def _anchors(ca: CertificateAuthority) -> dict[str, tuple[x509.Certificate, ...]]:
+    root = Path(ca.layout.root) if ca.layout is not None else Path.cwd()
+    return load_anchors(ca.config, root)
+
+
 def est_server(ca: CertificateAuthority) -> EstServer:
-    return EstServer(ca, EstState(ca.store, ca.clock), load_anchors(ca))
+    return EstServer(ca, _anchors(ca))
 
 
 def est_prefixes(ca: CertificateAuthority) -> dict[str, ASGIApp]:
@@ -32,7 +39,7 @@ def client_trust_anchors(ca: CertificateAuthority) -> list[x509.Certificate]:
     """What the HTTPS listener verifies client certificates against: our root and issuing
     CA (simplereenroll) and every profile's est.client_trust_anchors (simpleenroll)."""
     found = [ca.root, *ca.chain]
-    for name, certs in load_anchors(ca).items():
+    for name, certs in _anchors(ca).items():
         if Protocol.EST in ca.config.profiles[name].protocols:
             found += [c for c in certs if c not in found]
     return found

@@ -12,10 +12,10 @@ from certwright.ca import datadir
 from certwright.ca.profiles import Protocol
 from certwright.clioptions import DATA, OPERATOR, expires_at, table
 from certwright.errors import CertwrightError, ErrorKind
-from certwright.est.state import Credential, EstState
+from certwright.est.ports import PROTOCOL
+from certwright.model.credentials import Credential
 
 __all__ = ["est"]
-
 
 
 @click.group()
@@ -62,12 +62,8 @@ def credential_add(data: Path, name: str, profile: str, one_time: bool, expires:
                                   f"profile {profile!r} does not accept EST credentials "
                                   "(est.basic_auth is false)")
         until = expires_at(ca.clock.now(), expires)
-        cred, password = EstState(ca.store, ca.clock).add_credential(
-            name, profile, one_time=one_time, expires_at=until)
-        ca.store.audit("est.credential.created", actor=operator, subject=name,
-                       at=ca.clock.now(),
-                       data={"profile": profile, "one_time": one_time,
-                             "expires_at": until.isoformat() if until else None})
+        cred, password = ca.credentials(PROTOCOL).create(
+            name, profile, actor=operator, one_time=one_time, expires_at=until)
         label = ca.config.est_label(profile)
     click.echo(f"name: {cred.name}")
     click.echo(f"password: {password}")
@@ -82,7 +78,7 @@ def credential_add(data: Path, name: str, profile: str, one_time: bool, expires:
 def credential_list(data: Path, as_json: bool) -> None:
     """List credentials (never their passwords)."""
     with datadir.opened(data) as ca:
-        creds = EstState(ca.store, ca.clock).credentials()
+        creds = ca.credentials(PROTOCOL).all()
         now = ca.clock.now()
     if as_json:
         for c in creds:
@@ -105,7 +101,5 @@ def credential_list(data: Path, as_json: bool) -> None:
 def credential_remove(data: Path, name: str, operator: str) -> None:
     """Remove credential NAME: it authenticates nothing from now on."""
     with datadir.opened(data) as ca:
-        removed = EstState(ca.store, ca.clock).remove_credential(name)
-        ca.store.audit("est.credential.removed", actor=operator, subject=name,
-                       at=ca.clock.now(), data={"profile": removed.profile})
+        ca.credentials(PROTOCOL).remove(name, actor=operator)
     click.echo(f"removed EST credential {name}")

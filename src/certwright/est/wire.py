@@ -13,13 +13,12 @@ import secrets
 from collections.abc import Sequence
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
 from pyasn1.codec.der import encoder
 from pyasn1.type import univ
 from pyasn1_alt_modules import rfc5652, rfc7030
 
 from certwright.ca.profiles import Profile
+from certwright.pki import cms
 
 __all__ = ["CERTS_ONLY", "CSRATTRS", "PKCS8", "PKCS10", "b64_lines", "certs_only",
            "csr_attributes", "media_type", "serverkeygen_multipart"]
@@ -53,7 +52,7 @@ def b64_lines(der: bytes) -> bytes:
 def certs_only(certs: Sequence[x509.Certificate]) -> bytes:
     """A certs-only CMC Simple PKI Response (a degenerate SignedData, RFC 5272 4.1), in
     base64 as it goes on the wire."""
-    return b64_lines(pkcs7.serialize_certificates(list(certs), serialization.Encoding.DER))
+    return b64_lines(cms.certs_only(certs))
 
 
 def _oid(dotted: str) -> univ.ObjectIdentifier:

@@ -206,14 +206,15 @@ acme_challenges = sa.Table(
     sa.Column("error", sa.Text, nullable=True),  # JSON problem document
 )
 
-# -- EST (RFC 7030) protocol state. Owned by certwright.est; the RA and the Authority never
-# read these.
+# -- Enrollment machinery every protocol shares (certwright.ca.credentials, .transactions).
 
-# HTTP Basic bootstrap credentials, each bound to one profile. Only a salted scrypt hash
-# of the password is kept ("scrypt$N$r$p$salt$hash", base64 parts).
-est_credentials = sa.Table(
-    "est_credentials",
+# Named shared secrets, each bound to the protocol that accepts it and to one profile (EST
+# passwords; SCEP challenges and CMP secrets next). Only a salted hash of the secret is
+# kept ("scrypt$N$r$p$salt$hash", base64 parts).
+credentials = sa.Table(
+    "credentials",
     metadata,
+    sa.Column("protocol", sa.String(16), primary_key=True),
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("profile", sa.String(64), nullable=False),
     sa.Column("secret", sa.Text, nullable=False),
@@ -223,23 +224,24 @@ est_credentials = sa.Table(
     sa.Column("created_at", UtcDateTime(), nullable=False),
 )
 
-# Requests held for an operator (requests.id), so the client's retry of the same request
-# (same requester, profile, operation and public key) finds it (RFC 7030 4.2.3). A row
-# goes when its outcome has been handed to the client.
-est_requests = sa.Table(
-    "est_requests",
+# Requests held for an operator (requests.id) under the protocol's own transaction id, so
+# the client's retry or poll finds them (EST RFC 7030 4.2.3, SCEP CertPoll, CMP pollReq).
+# A row goes when its outcome has been handed to the client.
+transactions = sa.Table(
+    "transactions",
     metadata,
     sa.Column("request_id", sa.String(32), primary_key=True),
+    sa.Column("protocol", sa.String(16), nullable=False),
+    sa.Column("transaction_id", sa.String(128), nullable=False),
     sa.Column("profile", sa.String(64), nullable=False),
     sa.Column("requester", sa.Text, nullable=False),
-    sa.Column("spki_sha256", sa.String(64), nullable=False),
     sa.Column("operation", sa.String(16), nullable=False),
-    # serverkeygen: the generated private key, AES-GCM under a key derived from the
-    # requester's password, until the certificate is collected with it.
-    sa.Column("wrapped_key", sa.LargeBinary, nullable=True),
+    # A server-generated private key, AES-GCM under a key derived from the requester's
+    # shared secret, until the certificate is collected with it.
+    sa.Column("sealed_key", sa.LargeBinary, nullable=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
-    sa.UniqueConstraint("profile", "requester", "spki_sha256", "operation",
-                        name="uq_est_requests_retry"),
+    sa.UniqueConstraint("protocol", "profile", "requester", "transaction_id",
+                        name="uq_transactions_retry"),
 )
 
 # -- The monitor's state. Owned by certwright.monitor; the RA and the Authority never read

@@ -17,6 +17,7 @@ from cryptography import x509
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from certwright.asgi import AsgiEndpoint, read_body
 from certwright.errors import CertwrightError
 from certwright.est import wire
 from certwright.est.auth import Authenticator
@@ -34,7 +35,6 @@ from certwright.est.base import (
 )
 from certwright.est.enroll import Enrollment
 from certwright.est.ports import Core
-from certwright.server.app import AsgiEndpoint, read_body
 
 __all__ = ["EstServer"]
 

@@ -18,13 +18,27 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from certwright.ca import hierarchy
+from certwright.ca.profiles import EST_OPERATIONS
 from certwright.ca.service import CertificateAuthority
-from certwright.monitor.metrics import LatencyMiddleware, metrics_endpoint
+from certwright.monitor.metrics import LatencyMiddleware, RouteLabel, metrics_endpoint
 
 OCSP_MAX_REQUEST = 16 * 1024
 # RFC 5019 section 5: responders serving GET should allow caching until nextUpdate;
 # clients refetch by then anyway.
 OCSP_CACHE = "public, max-age=3600, no-transform, must-revalidate"
+
+# The latency histogram's labels for today's front-ends, until each front-end's
+# registry entry gives its own.
+LATENCY_LABELS = {
+    "/acme/": RouteLabel("acme", frozenset({
+        "directory", "new-nonce", "new-account", "acct", "orders", "key-change",
+        "new-order", "order", "finalize", "authz", "chall", "cert", "revoke-cert",
+        "renewal-info"})),
+    "/.well-known/est/": RouteLabel("est", frozenset(EST_OPERATIONS)),
+    "/scep": RouteLabel("scep", default="pkiclient"),
+    "/cmp": RouteLabel("cmp", default="pkimessage"),
+    "/monitor/": RouteLabel("monitor", frozenset({"checkin"})),
+}
 
 
 class BodyLimit:
@@ -165,7 +179,7 @@ def build_http_app(ca: CertificateAuthority) -> ASGIApp:
         Route("/root.pem", root_pem),
         Route("/ocsp", ocsp_post, methods=["POST"]),
         Route("/ocsp/{req:path}", ocsp_get, methods=["GET"]),
-        Route("/metrics", metrics_endpoint(ca.store, ca.clock), methods=["GET"]),
+        Route("/metrics", metrics_endpoint(ca), methods=["GET"]),
     ]
     app = Starlette(routes=routes)
     return BodyLimit(app, ca.config.server.max_body_bytes)
@@ -235,4 +249,4 @@ def build_https_app(ca: CertificateAuthority, mounts: list[Any] | None = None,
     app: ASGIApp = Starlette(routes=routes)
     if prefixes:
         app = PrefixDispatch(prefixes, app)
-    return LatencyMiddleware(BodyLimit(app, ca.config.server.max_body_bytes))
+    return LatencyMiddleware(BodyLimit(app, ca.config.server.max_body_bytes), LATENCY_LABELS)

@@ -382,3 +382,63 @@ def test_ok_repository_matches_the_monitors_protocol() -> None:
 ])
 def test_ok_latency_labels(path: str, expected: tuple[str, str]) -> None:
     assert classify(path, LATENCY_LABELS) == expected
+
+
+CHECKIN_OK = b'{"host": "api.test", "agent_version": "1", "specs": []}'
+ERROR_CASES = {
+    # name: (method, body, headers, status, fragment of the error, WWW-Authenticate)
+    "fail/not-json": ("POST", b"{nope", {}, 400, "not JSON", None),
+    "fail/bad-field": ("POST", b'{"host": "a/b", "agent_version": "1"}', {}, 400, "host",
+                       None),
+    "fail/no-token": ("POST", CHECKIN_OK, {"Authorization": ""}, 401, "bearer token",
+                      'Bearer realm="certwright-monitor"'),
+    "fail/unknown-token": ("POST", CHECKIN_OK, {"Authorization": "Bearer cwm_nope"}, 401,
+                           "not valid", 'error="invalid_token"'),
+    "fail/other-hosts-token": ("POST", CHECKIN_OK.replace(b"api.test", b"other.test"), {},
+                               403, "own host", None),
+    "fail/oversized": ("POST", b" " * (300 * 1024) + CHECKIN_OK, {}, 413, "larger than",
+                       None),
+    "fail/wrong-content-type": ("POST", CHECKIN_OK, {"Content-Type": "text/plain"}, 415,
+                                "application/json", None),
+    "fail/wrong-method": ("GET", b"", {}, 405, "POST", None),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_fail_checkin_api_errors(mca: CertificateAuthority, case: str) -> None:
+    """Every error of the check-in API is one JSON document ``{"error": ...}`` with the
+    status its meaning gives (errors.meaning, RFC 6750 3.1 for bearer tokens)."""
+    import asyncio
+
+    import httpx
+    from starlette.applications import Starlette
+
+    from certwright.monitor.checkin import checkin_routes
+
+    method, body, extra, status, fragment, challenge = ERROR_CASES[case]
+    token = Tokens(storage_of(mca)).add("api.test", actor="t")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+               **extra}
+    headers = {k: v for k, v in headers.items() if v}
+    app = Starlette(routes=checkin_routes(mca))
+
+    async def exchange() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="https://ca.test") as client:
+            r = await client.request(method, "/monitor/v1/checkin", content=body,
+                                     headers=headers)
+            ok = await client.post("/monitor/v1/checkin", content=CHECKIN_OK, headers={
+                "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            return r, ok
+
+    r, ok = asyncio.run(exchange())
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert fragment in r.json()["error"]
+    if challenge is None:
+        assert "www-authenticate" not in r.headers
+    else:
+        assert challenge in r.headers["www-authenticate"]
+    if status == 405:
+        assert r.headers["allow"] == "POST"
+    assert ok.status_code == 200 and ok.json()["status"] == "ok", "ok/checkin"

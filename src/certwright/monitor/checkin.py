@@ -274,6 +274,7 @@ def checkin_routes(ca: CheckinCore) -> list[Route]:
                              "received_at": ca.clock.now().astimezone(dt.UTC).strftime(
                                  "%Y-%m-%dT%H:%M:%SZ")})
 
-    # No method list: every method reaches the handler, so a wrong one gets the API's
-    # JSON 405 rather than the router's plain-text one.
-    return [Route(PATH, checkin, methods=None)]
+    # Every method reaches the handler, so a wrong one gets the API's JSON 405 rather
+    # than the router's plain-text one (a function endpoint with no list takes GET only).
+    return [Route(PATH, checkin, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+                                          "OPTIONS"])]

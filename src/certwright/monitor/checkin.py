@@ -1,6 +1,6 @@
 """Agent check-ins: the JSON an agent POSTs to ``/monitor/v1/checkin`` and its endpoint,
-a front-end like ACME's and EST's: it parses, authenticates, makes one storage call and
-renders the answer (the evaluation engine is not part of it).
+a front-end like every enrollment protocol's: it parses, authenticates, makes one
+storage call and renders the answer (the evaluation engine is not part of it).
 
 The agent authenticates with ``Authorization: Bearer TOKEN``, the token that
 ``certwright monitor token add HOST`` printed once for its host. Parsing is declarative
@@ -219,9 +219,10 @@ def _media_type_error(request: Request) -> Response | None:
 async def _read_body(request: Request, limit: int) -> bytes | None:
     """The body, or None once it grows past ``limit`` bytes (declared or streamed)."""
     try:
-        if int(request.headers.get("content-length", "0")) > limit:
-            return None
+        declared = int(request.headers.get("content-length", "0"))
     except ValueError:
+        raise CertwrightError(ErrorKind.MALFORMED, "bad Content-Length") from None
+    if declared > limit:
         return None
     chunks: list[bytes] = []
     seen = 0
@@ -261,10 +262,10 @@ def checkin_routes(ca: CheckinCore) -> list[Route]:
         refused = _media_type_error(request)
         if refused is not None:
             return refused
-        body = await _read_body(request, limit)
-        if body is None:
-            return transport_error(413, f"request body larger than {limit} bytes")
         try:
+            body = await _read_body(request, limit)
+            if body is None:
+                return transport_error(413, f"request body larger than {limit} bytes")
             report = parse_checkin(body)
             await anyio.to_thread.run_sync(accept, storage, report, token)
         except CertwrightError as e:

@@ -1,8 +1,8 @@
 """Prometheus metrics: ``/metrics`` on the plain-HTTP listener.
 
 Counts that must be exact whatever process answers the scrape (``serve --workers N``
-forks processes that share the listeners) are read from the store at scrape time (the
-monitor's repository, ``MonitorStorage.metrics``):
+forks processes that share the listeners) are read from the store at scrape time,
+through the monitor's repository (``MonitorStorage.metrics``, aggregates only):
 issuances and held requests from the certificates and requests tables, rejections from
 the audit log (``request.rejected``; each process tallies the log incrementally from the
 last sequence number it read, so a scrape reads only the records appended since), open
@@ -10,8 +10,8 @@ findings and expected certificates from the monitor's tables.
 
 Request latency is measured in process memory by ``LatencyMiddleware`` around the HTTPS
 application, labelled by the front-end that answers (the server gives the labels: this
-module names no protocol); with one worker that is the whole picture; with several, each process
-knows only the requests it served, unless the operator sets ``PROMETHEUS_MULTIPROC_DIR``
+module names no protocol); with one worker that is the whole picture; with several, each
+process knows only the requests it served, unless the operator sets ``PROMETHEUS_MULTIPROC_DIR``
 (an empty directory, before the server starts): prometheus_client then keeps every
 process's histogram in files there and a scrape adds them up.
 """

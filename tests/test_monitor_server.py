@@ -1,9 +1,11 @@
 """The check-in endpoint of a real `certwright serve` at its protocol edges, with the
-tests' stand-in client (tests/monitor_support.py AgentClient): a missing, wrong or other
-host's token (401 with WWW-Authenticate: Bearer), a body that is not JSON (400), an empty
-check-in taken. What the monitor makes of real agents' check-ins (missing after the grace
-period, alerted once and resolved once; agent-silent; stale-deployment) is tested with
-the real agent in tests/test_monitor_agents.py."""
+tests' stand-in client (tests/monitor_support.py AgentClient): a missing or wrong token
+(401 with WWW-Authenticate: Bearer), another host's token (403), a body that is not JSON
+(400), an empty check-in taken. Every error status of the check-in API, case by case,
+is in tests/test_monitor_units.py (test_fail_checkin_api_errors). What the monitor
+makes of real agents' check-ins (missing after the grace period, alerted once and
+resolved once; agent-silent; stale-deployment) is tested with the real agent in
+tests/test_monitor_agents.py."""
 
 from __future__ import annotations
 
@@ -45,9 +47,13 @@ def test_fail_checkin_authentication(server: Served) -> None:
     agent = AgentClient(server.https, server.root_pem, "auth.test", good)
     r = agent.checkin([], token="")
     assert r.status_code == 401 and "Bearer" in r.headers["www-authenticate"]
-    assert agent.checkin([], token=good + "x").status_code == 401
+    bad = agent.checkin([], token=good + "x")
+    assert bad.status_code == 401 and "invalid_token" in bad.headers["www-authenticate"]
     other = AgentClient(server.https, server.root_pem, "other.test", good)
-    assert other.checkin([]).status_code == 401, "a token is good for its own host only"
+    # RFC 6750 3.1: a valid token that does not cover the request is refused (403).
+    r = other.checkin([])
+    assert r.status_code == 403, "a token is good for its own host only"
+    assert "own host" in r.json()["error"]
     with httpx.Client(verify=agent.ctx, trust_env=False) as client:
         r = client.post(f"{server.https}/monitor/v1/checkin", content=b"{nope",
                         headers={"Authorization": f"Bearer {good}"})

@@ -15,15 +15,19 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Message as MessageHandler
 
+from certwright import registry
 from certwright.ca import datadir
 from certwright.ca.service import CertificateAuthority, Held, Issued
 from certwright.clock import FakeClock
 from certwright.errors import CertwrightError, ErrorKind
+from certwright.model.monitor import AlertEvent
 from certwright.monitor.alerts import AlertError, SmtpSink, WebhookSink
-from certwright.monitor.checkin import parse_checkin
+from certwright.monitor.checkin import accept, parse_checkin
 from certwright.monitor.engine import Monitor
 from certwright.monitor.metrics import classify
-from certwright.monitor.state import AlertEvent, MonitorState
+from certwright.monitor.storage import storage_of
+from certwright.monitor.tokens import InvalidToken, Tokens, hash_token
+from certwright.server.app import latency_labels
 from certwright.store import schema
 
 from .helpers import csr, request
@@ -71,8 +75,8 @@ def mca(ca_dir: Path, clock: FakeClock) -> Iterator[CertificateAuthority]:
 
 
 def make(ca: CertificateAuthority, inbox: Inbox | None = None) -> Monitor:
-    return Monitor(config=ca.config, store=ca.store, clock=ca.clock, issuing=ca.chain[0],
-                   sinks=[inbox] if inbox else [], prober=lambda *_: {})
+    return Monitor(config=ca.config, storage=storage_of(ca), clock=ca.clock,
+                   issuing=ca.chain[0], sinks=[inbox] if inbox else [], prober=lambda *_: {})
 
 
 def kinds(m: Monitor, **kw: bool) -> list[tuple[str, str, str]]:
@@ -148,15 +152,15 @@ def test_ok_pending_approval_stuck(mca: CertificateAuthority, clock: FakeClock) 
 
 
 def test_ok_agent_checkin_findings(mca: CertificateAuthority, clock: FakeClock) -> None:
-    state = MonitorState(mca.store, clock)
-    token = state.add_token("web1.test", actor="test")
+    storage = storage_of(mca)
+    token = Tokens(storage).add("web1.test", actor="test")
     issue(mca, ["db1.test"])
     m = make(mca)
     t0 = clock.now()
     report = {"version": 1, "host": "web1.test", "agent_version": "0.1", "checkin_interval": 600,
               "specs": [spec_report("web", ["web1.test"], error="rejected-identifier: no",
                                     at=t0)]}
-    state.record_checkin(parse_checkin(json.dumps(report).encode()), token)
+    accept(storage, parse_checkin(json.dumps(report).encode()), token)
     assert kinds(m) == []
     clock.advance(dt.timedelta(minutes=61))
     found = m.evaluate().open
@@ -170,7 +174,7 @@ def test_ok_agent_checkin_findings(mca: CertificateAuthority, clock: FakeClock) 
     cert = issue(mca, ["web1.test", "old.test"]).certificate
     report["specs"] = [spec_report("web", ["web1.test"], cert=cert, error="timeout",
                                    at=clock.now())]
-    state.record_checkin(parse_checkin(json.dumps(report).encode()), token)
+    accept(storage, parse_checkin(json.dumps(report).encode()), token)
     assert [k for k, _, _ in kinds(m)] == ["name-mismatch", "renewal-failing"]
 
 
@@ -182,15 +186,15 @@ def test_ok_agent_reporting_an_older_certificate_is_a_stale_deployment(
     when the new one is reported; a revoked one reported installed is critical."""
     from certwright.ca.revocation import Reason
 
-    state = MonitorState(mca.store, clock)
-    token = state.add_token("web1.test", actor="test")
+    storage = storage_of(mca)
+    token = Tokens(storage).add("web1.test", actor="test")
     m = make(mca)
 
     def checkin(cert: object) -> None:
         report = {"version": 1, "host": "web1.test", "agent_version": "0.1",
                   "checkin_interval": 600,
                   "specs": [spec_report("web", ["web1.test"], cert=cert, at=clock.now())]}
-        state.record_checkin(parse_checkin(json.dumps(report).encode()), token)
+        accept(storage, parse_checkin(json.dumps(report).encode()), token)
 
     def stale() -> list[tuple[str, str, str]]:
         return sorted((f.severity, f.subject, f.message) for f in m.evaluate().open
@@ -240,8 +244,8 @@ def test_ok_webhook_signed_and_retried(mca: CertificateAuthority, clock: FakeClo
         sink = WebhookSink(WebhookSettings.model_validate(
             {"url": hook.url, "secret_file": secret, "backoff": "1s", "attempts": 3}),
             ca_dir)
-        m = Monitor(config=mca.config, store=mca.store, clock=clock, issuing=mca.chain[0],
-                    sinks=[sink], prober=lambda *_: {})
+        m = Monitor(config=mca.config, storage=storage_of(mca), clock=clock,
+                    issuing=mca.chain[0], sinks=[sink], prober=lambda *_: {})
         sink.stopping = m.stopping
         m.evaluate()
         clock.advance(dt.timedelta(hours=2))
@@ -280,8 +284,8 @@ def test_ok_smtp_alert_received(mca: CertificateAuthority, clock: FakeClock) -> 
         sink = SmtpSink(SmtpSettings.model_validate(
             {"host": "127.0.0.1", "port": port, "from": "ca@example.test",
              "to": ["ops@example.test"]}), Path("."))
-        m = Monitor(config=mca.config, store=mca.store, clock=clock, issuing=mca.chain[0],
-                    sinks=[sink], prober=lambda *_: {})
+        m = Monitor(config=mca.config, storage=storage_of(mca), clock=clock,
+                    issuing=mca.chain[0], sinks=[sink], prober=lambda *_: {})
         m.evaluate()
         clock.advance(dt.timedelta(hours=2))
         assert m.evaluate().errors == []
@@ -317,22 +321,54 @@ def test_ok_checkin_tolerates_unknown_fields() -> None:
 
 
 def test_ok_tokens_hashed_and_checked(mca: CertificateAuthority, clock: FakeClock) -> None:
-    state = MonitorState(mca.store, clock)
-    token = state.add_token("h.test", actor="t")
+    tokens = Tokens(storage_of(mca))
+    token = tokens.add("h.test", actor="t")
     with mca.store.read() as conn:
         stored = conn.execute(schema.monitor_tokens.select()).one()
     assert token not in stored.secret and stored.secret.startswith("hmac-sha256$")
-    state.authenticate("h.test", token)
+    tokens.authenticate("h.test", token)
     for host, tok in (("h.test", token + "x"), ("other.test", token)):
         with pytest.raises(CertwrightError) as e:
-            state.authenticate(host, tok)
+            tokens.authenticate(host, tok)
         assert e.value.kind is ErrorKind.UNAUTHORIZED
+    with pytest.raises(InvalidToken):
+        tokens.authenticate("h.test", token + "x")
+    with pytest.raises(CertwrightError) as e:
+        tokens.authenticate("other.test", token)
+    assert not isinstance(e.value, InvalidToken), "a good token of another host is refused"
     with pytest.raises(CertwrightError, match="--replace"):
-        state.add_token("h.test", actor="t")
-    new = state.add_token("h.test", actor="t", replace=True)
+        tokens.add("h.test", actor="t")
+    new = tokens.add("h.test", actor="t", replace=True)
     with pytest.raises(CertwrightError):
-        state.authenticate("h.test", token)
-    state.authenticate("h.test", new)
+        tokens.authenticate("h.test", token)
+    tokens.authenticate("h.test", new)
+
+
+def test_ok_token_of_the_older_form_still_works(mca: CertificateAuthority) -> None:
+    """Tokens printed before tokens named their host (``cwm_`` and 43 characters)."""
+    storage = storage_of(mca)
+    legacy = "cwm_" + "A" * 43
+    storage.add_token("old.test", hash_token(legacy), actor="t", replace=False)
+    Tokens(storage).authenticate("old.test", legacy)
+    with pytest.raises(InvalidToken):
+        Tokens(storage).authenticate("other.test", legacy)
+
+
+def test_ok_repository_matches_the_monitors_protocol(mca: CertificateAuthority) -> None:
+    """The repository the core hands over has every method MonitorStorage declares, with
+    the same parameters (it comes as ``object``, so mypy cannot check it)."""
+    import inspect
+
+    from certwright.monitor.storage import MonitorStorage
+
+    repository = type(mca.repository("monitor"))
+    declared = {n for n, v in vars(MonitorStorage).items()
+                if callable(v) and not n.startswith("_")}
+    assert declared
+    for name in declared:
+        want = inspect.signature(getattr(MonitorStorage, name))
+        got = inspect.signature(getattr(repository, name))
+        assert str(got) == str(want), name
 
 
 @pytest.mark.parametrize("path,expected", [
@@ -346,4 +382,64 @@ def test_ok_tokens_hashed_and_checked(mca: CertificateAuthority, clock: FakeCloc
     ("/health", ("other", "other")),
 ])
 def test_ok_latency_labels(path: str, expected: tuple[str, str]) -> None:
-    assert classify(path) == expected
+    assert classify(path, latency_labels(registry.frontends())) == expected
+
+
+CHECKIN_OK = b'{"host": "api.test", "agent_version": "1", "specs": []}'
+ERROR_CASES = {
+    # name: (method, body, headers, status, fragment of the error, WWW-Authenticate)
+    "fail/not-json": ("POST", b"{nope", {}, 400, "not JSON", None),
+    "fail/bad-field": ("POST", b'{"host": "a/b", "agent_version": "1"}', {}, 400, "host",
+                       None),
+    "fail/no-token": ("POST", CHECKIN_OK, {"Authorization": ""}, 401, "bearer token",
+                      'Bearer realm="certwright-monitor"'),
+    "fail/unknown-token": ("POST", CHECKIN_OK, {"Authorization": "Bearer cwm_nope"}, 401,
+                           "not valid", 'error="invalid_token"'),
+    "fail/other-hosts-token": ("POST", CHECKIN_OK.replace(b"api.test", b"other.test"), {},
+                               403, "own host", None),
+    "fail/oversized": ("POST", b" " * (300 * 1024) + CHECKIN_OK, {}, 413, "larger than",
+                       None),
+    "fail/wrong-content-type": ("POST", CHECKIN_OK, {"Content-Type": "text/plain"}, 415,
+                                "application/json", None),
+    "fail/wrong-method": ("GET", b"", {}, 405, "POST", None),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_fail_checkin_api_errors(mca: CertificateAuthority, case: str) -> None:
+    """Every error of the check-in API is one JSON document ``{"error": ...}`` with the
+    status its meaning gives (errors.meaning, RFC 6750 3.1 for bearer tokens)."""
+    import asyncio
+
+    import httpx
+    from starlette.applications import Starlette
+
+    from certwright.monitor.checkin import checkin_routes
+
+    method, body, extra, status, fragment, challenge = ERROR_CASES[case]
+    token = Tokens(storage_of(mca)).add("api.test", actor="t")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+               **extra}
+    headers = {k: v for k, v in headers.items() if v}
+    app = Starlette(routes=checkin_routes(mca))
+
+    async def exchange() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="https://ca.test") as client:
+            r = await client.request(method, "/monitor/v1/checkin", content=body,
+                                     headers=headers)
+            ok = await client.post("/monitor/v1/checkin", content=CHECKIN_OK, headers={
+                "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            return r, ok
+
+    r, ok = asyncio.run(exchange())
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert fragment in r.json()["error"]
+    if challenge is None:
+        assert "www-authenticate" not in r.headers
+    else:
+        assert challenge in r.headers["www-authenticate"]
+    if status == 405:
+        assert r.headers["allow"] == "POST"
+    assert ok.status_code == 200 and ok.json()["status"] == "ok", "ok/checkin"

@@ -31,5 +31,9 @@ FRONTEND = FrontEnd(
     prefixes=("/acme/",),
     app=_app,
     render_transport_error=_transport_error,
+    endpoints=frozenset({
+        "directory", "new-nonce", "new-account", "acct", "orders", "key-change",
+        "new-order", "order", "finalize", "authz", "chall", "cert", "revoke-cert",
+        "renewal-info"}),
     cli="certwright.commands:acme",
 )

@@ -72,5 +72,11 @@ class FrontEnd:
     # Work it does in the background of the server's first process (the monitor's
     # periodic evaluation).
     background: Callable[[CertificateAuthority, Path], Coroutine[Any, Any, None]] | None = None
+    # Metrics: requests under these prefixes (default: its own) carry its name as their
+    # protocol label and, as endpoint, the last path segment that is one of
+    # ``endpoints`` (an operation, never an id: label values come from a fixed set).
+    metrics_prefixes: tuple[str, ...] = ()
+    endpoints: frozenset[str] = frozenset()
+    default_endpoint: str = "other"
     # Its operator commands: "module:attribute" of a click group, imported on use.
     cli: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from certwright.ca.frontend import FrontEnd
+from certwright.ca.profiles import EST_OPERATIONS
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -31,5 +32,6 @@ FRONTEND = FrontEnd(
     prefixes=("/.well-known/est/",),
     app=_app,
     trust_anchors=_anchors,
+    endpoints=frozenset(EST_OPERATIONS),
     cli="certwright.est.cli:est",
 )

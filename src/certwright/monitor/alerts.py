@@ -26,7 +26,7 @@ import httpx
 
 from certwright.ca.profiles import SmtpSettings, WebhookSettings
 from certwright.errors import config_error
-from certwright.monitor.state import AlertEvent
+from certwright.model.monitor import AlertEvent
 
 __all__ = ["SIGNATURE_HEADER", "AlertError", "Sink", "SmtpSink", "WebhookSink", "payload",
            "sign"]

@@ -11,12 +11,12 @@ import click
 
 from certwright.ca import datadir
 from certwright.clioptions import DATA, OPERATOR, table
+from certwright.model.monitor import SEVERITIES, severity_rank
 from certwright.monitor.engine import Monitor
-from certwright.monitor.model import SEVERITIES, severity_rank
-from certwright.monitor.state import MonitorState
+from certwright.monitor.storage import storage_of
+from certwright.monitor.tokens import Tokens
 
 __all__ = ["monitor"]
-
 
 
 def _ts(value: dt.datetime | None) -> str:
@@ -74,8 +74,7 @@ def token() -> None:
 def token_add(data: Path, host: str, replace: bool, operator: str) -> None:
     """Print a new check-in token for HOST (shown once; only its hash is kept)."""
     with datadir.opened(data) as ca:
-        secret = MonitorState(ca.store, ca.clock).add_token(host.lower(), actor=operator,
-                                                            replace=replace)
+        secret = Tokens(storage_of(ca)).add(host.lower(), actor=operator, replace=replace)
     click.echo(secret)
 
 
@@ -84,7 +83,7 @@ def token_add(data: Path, host: str, replace: bool, operator: str) -> None:
 def token_list(data: Path) -> None:
     """Hosts that have a token."""
     with datadir.opened(data) as ca:
-        for host, created in MonitorState(ca.store, ca.clock).token_hosts():
+        for host, created in Tokens(storage_of(ca)).hosts():
             click.echo(f"{host}  {_ts(created)}")
 
 
@@ -95,5 +94,5 @@ def token_list(data: Path) -> None:
 def token_remove(data: Path, host: str, operator: str) -> None:
     """Remove HOST's token: its agent can no longer check in."""
     with datadir.opened(data) as ca:
-        MonitorState(ca.store, ca.clock).remove_token(host.lower(), actor=operator)
+        Tokens(storage_of(ca)).remove(host.lower(), actor=operator)
     click.echo(f"removed the token of {host}")

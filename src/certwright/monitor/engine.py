@@ -14,15 +14,13 @@ from pathlib import Path
 from cryptography import x509
 
 from certwright.ca.profiles import Config, ExpectedEndpoint
-from certwright.ca.service import CertificateAuthority
 from certwright.clock import Clock
 from certwright.errors import CertwrightError
+from certwright.model.monitor import AlertEvent, Probe, StoredFinding, severity_rank
 from certwright.monitor.alerts import AlertError, Sink, SmtpSink, WebhookSink
 from certwright.monitor.evaluate import CertIndex, declared_expectations, evaluate
-from certwright.monitor.model import Probe, StoredFinding, severity_rank
 from certwright.monitor.probe import probe_all
-from certwright.monitor.state import AlertEvent, MonitorState
-from certwright.store.repo import Store
+from certwright.monitor.storage import MonitorCore, MonitorStorage, storage_of
 
 __all__ = ["Monitor", "Report", "run_forever"]
 
@@ -44,12 +42,12 @@ class Report:
 
 
 class Monitor:
-    def __init__(self, *, config: Config, store: Store, clock: Clock,
+    def __init__(self, *, config: Config, storage: MonitorStorage, clock: Clock,
                  issuing: x509.Certificate, sinks: list[Sink] | None = None,
                  prober: Prober = probe_all) -> None:
         self.config = config
         self.settings = config.monitor
-        self.state = MonitorState(store, clock)
+        self.storage = storage
         self.clock = clock
         self.issuing = issuing
         self.sinks = sinks or []
@@ -57,7 +55,7 @@ class Monitor:
         self.stopping = threading.Event()
 
     @classmethod
-    def for_ca(cls, ca: CertificateAuthority, data: Path) -> Monitor:
+    def for_ca(cls, ca: MonitorCore, data: Path) -> Monitor:
         """A monitor with the sinks ``monitor.alerts`` configures (secrets read now)."""
         stopping = threading.Event()
         alerts = ca.config.monitor.alerts
@@ -66,8 +64,8 @@ class Monitor:
             sinks.append(WebhookSink(alerts.webhook, data, stopping=stopping))
         if alerts.smtp is not None:
             sinks.append(SmtpSink(alerts.smtp, data))
-        m = cls(config=ca.config, store=ca.store, clock=ca.clock, issuing=ca.chain[0],
-                sinks=sinks)
+        m = cls(config=ca.config, storage=storage_of(ca), clock=ca.clock,
+                issuing=ca.chain[0], sinks=sinks)
         m.stopping = stopping
         return m
 
@@ -77,7 +75,7 @@ class Monitor:
     def evaluate(self, *, alert: bool = True) -> Report:
         s = self.settings
         now = self.clock.now()
-        expectations = self.state.sync_declared(declared_expectations(s, now))
+        expectations = self.storage.sync_declared(declared_expectations(s, now))
         probes = self.prober({e.key: e for e in s.endpoints}, self.issuing,
                              s.probe_timeout.total_seconds())
         wanted = [(e.profile, e.names) for e in expectations
@@ -86,16 +84,16 @@ class Monitor:
         # What agents report installed, looked up first for its profile: the newest
         # certificate for the spec's names is then searched in that profile.
         reported = {e.serial: e for e in expectations if e.source == "agent" and e.serial}
-        installed = self.state.certificates(reported) if reported else {}
+        installed = self.storage.certificates(reported) if reported else {}
         wanted += [(c.profile, reported[s].names) for s, c in installed.items()]
         served += list(installed)
         index = CertIndex.build(
-            self.state.issued_keys({p for p, _ in wanted}) if wanted else (), wanted,
-            self.state.certificates, served)
-        result = evaluate(s, now, expectations=expectations, agents=self.state.agents(),
-                          index=index, pending=self.state.pending_requests(), probes=probes)
-        self.state.record_observations(result.observed, now)
-        events = self.state.reconcile(result.findings, now, reminder=s.alerts.reminder,
+            self.storage.issued_keys({p for p, _ in wanted}) if wanted else (), wanted,
+            self.storage.certificates, served)
+        result = evaluate(s, now, expectations=expectations, agents=self.storage.agents(),
+                          index=index, pending=self.storage.pending_requests(), probes=probes)
+        self.storage.record_observations(result.observed, now)
+        events = self.storage.reconcile(result.findings, now, reminder=s.alerts.reminder,
                                       min_severity=s.alerts.min_severity,
                                       claim=alert and bool(self.sinks))
         errors: list[str] = []
@@ -107,11 +105,11 @@ class Monitor:
                     errors.append(str(e))
                     log.warning("alert not delivered (due again next time): %s", e)
             if errors:
-                self.state.unclaim(events)
-        return Report(now, self.state.open_findings(), [] if errors else events, errors)
+                self.storage.unclaim(events)
+        return Report(now, self.storage.open_findings(), [] if errors else events, errors)
 
 
-async def run_forever(ca: CertificateAuthority, data: Path) -> None:
+async def run_forever(ca: MonitorCore, data: Path) -> None:
     """The server's loop: evaluate now, then every ``monitor.interval``."""
     try:
         monitor = Monitor.for_ca(ca, data)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from certwright.ca.profiles import ExpiryThresholds, MonitorSettings
-from certwright.monitor.model import (
+from certwright.model.monitor import (
     AgentRecord,
     Expectation,
     Finding,

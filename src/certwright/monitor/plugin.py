@@ -3,10 +3,11 @@ evaluation the server runs in the background."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from certwright.ca.frontend import FrontEnd
+from certwright.ca.frontend import FrontEnd, Rendered
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -26,10 +27,18 @@ async def _evaluate_forever(ca: CertificateAuthority, data: Path) -> None:
     await run_forever(ca, data)
 
 
+def _transport_error(status: int, detail: str) -> Rendered:
+    # The check-in API's one error shape (monitor.checkin.render_error).
+    return Rendered(status, json.dumps({"error": detail}).encode(), "application/json")
+
+
 FRONTEND = FrontEnd(
     name="monitor",
     enrolls=False,
     routes=_routes,
+    render_transport_error=_transport_error,
+    metrics_prefixes=("/monitor/",),
+    endpoints=frozenset({"checkin"}),
     background=_evaluate_forever,
     cli="certwright.monitor.cli:monitor",
 )

@@ -15,9 +15,9 @@ from cryptography.exceptions import InvalidSignature
 
 from certwright.ca.profiles import ExpectedEndpoint
 from certwright.errors import CertwrightError
-from certwright.monitor.model import Probe
+from certwright.model.certificates import format_serial
+from certwright.model.monitor import Probe
 from certwright.pki.names import from_general_names
-from certwright.store.repo import format_serial
 
 __all__ = ["probe_all", "probe_endpoint"]
 

@@ -24,7 +24,7 @@ def register(kind: str, factory: Factory) -> None:
 
 
 def open_repository(kind: str, store: Store, clock: Clock) -> object:
-    if not _FACTORIES:
+    if kind not in _FACTORIES:
         _load()
     try:
         factory = _FACTORIES[kind]

@@ -1,4 +1,5 @@
-"""The monitor's domain objects (frozen dataclasses; the store maps rows to them)."""
+"""The monitor's domain objects (frozen dataclasses; the store maps rows to them): what
+is expected, what agents report, what the evaluation found, what metrics count."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import dataclasses
 import datetime as dt
 from typing import Literal
 
-__all__ = ["KINDS", "SEVERITIES", "AgentRecord", "Expectation", "Finding", "IssuedCert",
-           "PendingRequest", "Probe", "StoredFinding", "severity_rank"]
+__all__ = ["KINDS", "SEVERITIES", "AgentCheckIn", "AgentRecord", "AlertEvent", "Expectation",
+           "Finding", "IssuedCert", "MetricsSnapshot", "PendingRequest", "Probe",
+           "ReportedSpec", "StoredFinding", "severity_rank"]
 
 SEVERITIES = ("info", "warning", "critical")
 KINDS = ("missing", "renewal-failing", "expiring", "expired", "name-mismatch",
@@ -128,3 +130,58 @@ class StoredFinding:
                 "subject": self.subject, "host": self.host, "message": self.message,
                 "since": ts(self.since), "opened_at": ts(self.opened_at),
                 "resolved_at": ts(self.resolved_at)}
+
+
+@dataclasses.dataclass(frozen=True)
+class AlertEvent:
+    event: str  # open | reminder | resolved
+    finding: StoredFinding
+    previous_alerted_at: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportedSpec:
+    """One spec as its agent reported it, in the store's terms (names ``type:value``;
+    ``last_error`` set only when the last attempt failed)."""
+
+    name: str
+    names: tuple[str, ...]
+    profile: str | None = None
+    issuer: str | None = None
+    serial: str | None = None
+    cert_names: tuple[str, ...] | None = None
+    not_before: dt.datetime | None = None
+    not_after: dt.datetime | None = None
+    last_attempt_at: dt.datetime | None = None
+    last_error: str | None = None
+    failing_since: dt.datetime | None = None
+    next_renewal_at: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentCheckIn:
+    """An authenticated check-in: the host's reported specs replace the ones it had."""
+
+    host: str
+    agent_version: str
+    interval_seconds: int | None
+    specs: tuple[ReportedSpec, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsSnapshot:
+    """The counts ``/metrics`` reports, read in one transaction.
+
+    ``rejected`` holds the (protocol, profile, kind) of each ``request.rejected`` audit
+    record after the sequence number asked for, up to ``audit_seq``: the caller tallies
+    the log incrementally instead of reading it whole at every scrape."""
+
+    issued: tuple[tuple[str, str, int], ...]  # (protocol, profile, n)
+    requests: tuple[tuple[str, str, str, int], ...]  # (protocol, profile, state, n)
+    revoked: tuple[tuple[str, int], ...]  # (profile, n)
+    by_expiry: tuple[int, ...]  # expired, then one per edge interval, then beyond the last
+    open_findings: tuple[tuple[str, str, int], ...]  # (kind, severity, n)
+    # (key, host, profile, source, not_after) of each expectation that holds a certificate
+    expected: tuple[tuple[str, str, str | None, str, dt.datetime], ...]
+    audit_seq: int
+    rejected: tuple[tuple[str, str, str], ...]

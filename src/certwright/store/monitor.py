@@ -1,87 +1,50 @@
-"""The monitor's rows in the store: check-in tokens, agents, expectations, findings.
+"""The monitor's rows: check-in tokens, agents, expectations, findings, and the counts
+``/metrics`` reads (from the CA's tables as well as the monitor's).
 
 Everything goes through ``Store.read()`` and ``Store.state_write()`` (the monitor writes
-no audit record except for tokens, which are credentials: those use ``Store.write()``).
-Races between two evaluators (the server's loop and ``monitor check``) are settled by
-the write lock every ``state_write`` takes: the second sees the first one's findings and
-the alerts it claimed.
+no audit record except for tokens, which are credentials: those use ``Store.write()``,
+so the token and its audit record commit together). Races between two evaluators (the
+server's loop and ``monitor check``) are settled by the write lock every ``state_write``
+takes: the second sees the first one's findings and the alerts it claimed.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
-import hashlib
-import hmac
+import itertools
 import json
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from certwright.clock import Clock
 from certwright.errors import CertwrightError, ErrorKind, not_found
-from certwright.monitor.model import (
+from certwright.model.monitor import (
+    AgentCheckIn,
     AgentRecord,
+    AlertEvent,
     Expectation,
     Finding,
     IssuedCert,
+    MetricsSnapshot,
     PendingRequest,
     StoredFinding,
     severity_rank,
 )
-from certwright.store import schema
+from certwright.store import repositories, schema
 from certwright.store.repo import Store
 
-if TYPE_CHECKING:
-    from certwright.monitor.checkin import CheckIn
+__all__ = ["MonitorRepository"]
 
-__all__ = ["AlertEvent", "MonitorState", "hash_token", "new_token"]
-
-TOKEN_PREFIX = "cwm_"  # noqa: S105 (a prefix, not a secret)
 _T = schema.monitor_tokens.c
 _A = schema.monitor_agents.c
 _E = schema.monitor_expectations.c
 _F = schema.monitor_findings.c
 _C = schema.certificates.c
-
-
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def _b64(b: bytes) -> str:
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def hash_token(token: str, salt: bytes | None = None) -> str:
-    """``hmac-sha256$SALT$HASH``. The token is 256 random bits, so one keyed hash is as
-    strong as a slow KDF would be (there is no small space of guesses to slow down)."""
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    digest = hmac.new(salt, token.encode(), hashlib.sha256).digest()
-    return f"hmac-sha256${_b64(salt)}${_b64(digest)}"
-
-
-def _check_token(token: str, stored: str) -> bool:
-    try:
-        algo, salt, _ = stored.split("$")
-        raw_salt = base64.urlsafe_b64decode(salt + "=" * (-len(salt) % 4))
-    except ValueError:
-        return False
-    return algo == "hmac-sha256" and hmac.compare_digest(hash_token(token, raw_salt), stored)
-
-
-# For an unknown host the same work is done against this, so the answer takes as long.
-_DUMMY = hash_token("x" * 47)
-
-
-@dataclasses.dataclass(frozen=True)
-class AlertEvent:
-    event: str  # open | reminder | resolved
-    finding: StoredFinding
-    previous_alerted_at: dt.datetime | None = None
+_R = schema.requests.c
+_L = schema.audit_log.c
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -112,16 +75,14 @@ _RAW = sa.types.NullType()  # no result processing
 _OPEN = sa.select(schema.monitor_findings).where(_F.resolved_at.is_(None))
 
 
-class MonitorState:
+class MonitorRepository:
     def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
         self.clock = clock
 
-    # -- tokens --------------------------------------------------------------------------
+    # -- tokens (only their hashes: the monitor hashes and checks them) ------------------
 
-    def add_token(self, host: str, *, actor: str, replace: bool = False) -> str:
-        """A new bearer token for ``host``; only its hash is kept. Printed once."""
-        token = new_token()
+    def add_token(self, host: str, secret: str, *, actor: str, replace: bool) -> None:
         now = self.clock.now()
         with self.store.write() as conn:
             exists = conn.execute(sa.select(_T.host).where(_T.host == host)).first()
@@ -130,13 +91,12 @@ class MonitorState:
                                       f"host {host!r} has a token; --replace makes a new one")
             if exists:
                 conn.execute(schema.monitor_tokens.update().where(_T.host == host)
-                             .values(secret=hash_token(token), created_at=now))
+                             .values(secret=secret, created_at=now))
             else:
                 conn.execute(schema.monitor_tokens.insert().values(
-                    host=host, secret=hash_token(token), created_at=now))
+                    host=host, secret=secret, created_at=now))
             self.store.append_audit(conn, "monitor.token.added", actor=actor, subject=host,
                                     at=now, data={"replaced": bool(exists)})
-        return token
 
     def remove_token(self, host: str, *, actor: str) -> None:
         now = self.clock.now()
@@ -152,25 +112,22 @@ class MonitorState:
             return [(r.host, r.created_at) for r in conn.execute(
                 sa.select(_T.host, _T.created_at).order_by(_T.host))]
 
-    def authenticate(self, host: str, token: str) -> None:
-        """Raise CertwrightError(UNAUTHORIZED) unless ``token`` is ``host``'s."""
+    def token_secret(self, host: str) -> str | None:
         with self.store.read() as conn:
-            stored = conn.execute(sa.select(_T.secret).where(_T.host == host)).scalar()
-        ok = _check_token(token, stored if stored is not None else _DUMMY)
-        if stored is None or not ok:
-            raise CertwrightError(ErrorKind.UNAUTHORIZED,
-                                  "the token is not valid for this host")
+            secret: str | None = conn.execute(
+                sa.select(_T.secret).where(_T.host == host)).scalar()
+        return secret
 
     # -- check-ins -----------------------------------------------------------------------
 
-    def record_checkin(self, report: CheckIn, token: str) -> None:
-        """Authenticate, then replace the host's reported specs with ``report``'s."""
-        self.authenticate(report.host, token)
+    def record_checkin(self, report: AgentCheckIn) -> None:
+        """Replace the host's reported specs with ``report``'s (keeping when each spec
+        was first seen) and note the check-in."""
         now = self.clock.now()
         host = report.host
         with self.store.state_write() as conn:
             agent = {"agent_version": report.agent_version,
-                     "interval_seconds": report.checkin_interval, "checked_in_at": now}
+                     "interval_seconds": report.interval_seconds, "checked_in_at": now}
             if conn.execute(schema.monitor_agents.update().where(_A.host == host)
                             .values(**agent)).rowcount == 0:
                 conn.execute(schema.monitor_agents.insert().values(host=host, first_seen=now,
@@ -179,23 +136,15 @@ class MonitorState:
                 sa.select(_E.key, _E.first_seen).where(_E.host == host, _E.source == "agent"))}
             rows = []
             for s in report.specs:
-                cert = s.certificate
-                attempt = s.last_attempt
-                failed = attempt is not None and not attempt.ok
                 key = f"agent:{host}/{s.name}"
                 rows.append({
                     "key": key, "source": "agent", "host": host, "spec": s.name,
                     "profile": s.profile, "issuer": s.issuer, "names": json.dumps(s.names),
-                    "first_seen": known.pop(key, now),
-                    "serial": cert.serial if cert else None,
-                    "cert_names": json.dumps(cert.names) if cert and cert.names else None,
-                    "not_before": cert.not_before if cert else None,
-                    "not_after": cert.not_after if cert else None,
-                    "last_attempt_at": attempt.at if attempt else None,
-                    "last_error": (attempt.error or "failed") if failed and attempt else None,
-                    "failing_since": (s.failing_since or (attempt.at if attempt else None))
-                    if failed else None,
-                    "next_renewal_at": s.renewal.next_at if s.renewal else None,
+                    "first_seen": known.pop(key, now), "serial": s.serial,
+                    "cert_names": json.dumps(s.cert_names) if s.cert_names else None,
+                    "not_before": s.not_before, "not_after": s.not_after,
+                    "last_attempt_at": s.last_attempt_at, "last_error": s.last_error,
+                    "failing_since": s.failing_since, "next_renewal_at": s.next_renewal_at,
                     "observed_at": now,
                 })
             conn.execute(schema.monitor_expectations.delete().where(
@@ -270,7 +219,7 @@ class MonitorState:
                                  not_after=sa.bindparam("na"), cert_names=sa.bindparam("cn"),
                                  observed_at=sa.bindparam("at")), params)
 
-    # -- what the CA did -----------------------------------------------------------------
+    # -- what the CA did (read in bulk: one query, not one per expectation) -------------
 
     def issued_keys(self, profiles: Iterable[str]) -> Iterator[tuple[str, str, str, Any, bool]]:
         """(serial, profile, names JSON, issued_at as the driver returns it, revoked) of
@@ -296,13 +245,12 @@ class MonitorState:
         return out
 
     def pending_requests(self) -> list[PendingRequest]:
-        rc = schema.requests.c
         with self.store.read() as conn:
             return [PendingRequest(r.id, r.profile, r.requester, tuple(json.loads(r.names)),
                                    r.created_at)
-                    for r in conn.execute(sa.select(rc.id, rc.profile, rc.requester, rc.names,
-                                                    rc.created_at)
-                                          .where(rc.state == "pending"))]
+                    for r in conn.execute(sa.select(_R.id, _R.profile, _R.requester, _R.names,
+                                                    _R.created_at)
+                                          .where(_R.state == "pending"))]
 
     # -- findings ------------------------------------------------------------------------
 
@@ -384,3 +332,54 @@ class MonitorState:
                     conn.execute(schema.monitor_findings.update().where(
                         _F.id == e.finding.id, _F.resolved_at.is_(None))
                         .values(alerted_at=e.previous_alerted_at))
+
+    # -- metrics -------------------------------------------------------------------------
+
+    def metrics(self, now: dt.datetime, expiry_edges: Sequence[dt.timedelta],
+                rejected_after: int) -> MetricsSnapshot:
+        """Every count ``/metrics`` reports, in one read transaction: aggregates only,
+        whatever the size of the tables (``rejected`` reads only the audit records
+        appended after ``rejected_after``; the audit log is append-only and its sequence
+        numbers are given out under the write lock, so commit order is seq order)."""
+        edges = [dt.timedelta(0), *expiry_edges]
+        buckets = [sa.func.sum(sa.case((_C.not_after <= now, 1), else_=0))]
+        buckets += [sa.func.sum(sa.case((sa.and_(_C.not_after > now + lo,
+                                                 _C.not_after <= now + hi), 1), else_=0))
+                    for lo, hi in itertools.pairwise(edges)]
+        buckets.append(sa.func.sum(sa.case((_C.not_after > now + edges[-1], 1), else_=0)))
+        with self.store.read() as conn:
+            top = conn.execute(sa.select(sa.func.max(_L.seq))).scalar() or 0
+            rejected = []
+            for (text,) in conn.execute(sa.select(_L.data).where(
+                    _L.seq > rejected_after, _L.seq <= top, _L.event == "request.rejected")):
+                data = json.loads(text)
+                protocol = data.get("protocol")
+                if protocol is None:
+                    continue  # an operator's rejection: counted from the requests table
+                rejected.append((str(protocol), str(data.get("profile")),
+                                 str(data.get("kind") or "unknown")))
+            issued = conn.execute(sa.select(_C.protocol, _C.profile, sa.func.count())
+                                  .group_by(_C.protocol, _C.profile)).all()
+            held = conn.execute(sa.select(_R.protocol, _R.profile, _R.state, sa.func.count())
+                                .group_by(_R.protocol, _R.profile, _R.state)).all()
+            revoked = conn.execute(sa.select(_C.profile, sa.func.count())
+                                   .where(_C.revoked_at.is_not(None))
+                                   .group_by(_C.profile)).all()
+            by_expiry = conn.execute(sa.select(*buckets).where(_C.revoked_at.is_(None))).one()
+            findings = conn.execute(sa.select(_F.kind, _F.severity, sa.func.count())
+                                    .where(_F.resolved_at.is_(None))
+                                    .group_by(_F.kind, _F.severity)).all()
+            expected = conn.execute(sa.select(_E.key, _E.host, _E.profile, _E.source,
+                                              _E.not_after)
+                                    .where(_E.not_after.is_not(None))).all()
+        return MetricsSnapshot(
+            issued=tuple((p, f, n) for p, f, n in issued),
+            requests=tuple((p, f, s, n) for p, f, s, n in held),
+            revoked=tuple((f, n) for f, n in revoked),
+            by_expiry=tuple(n or 0 for n in by_expiry),
+            open_findings=tuple((k, s, n) for k, s, n in findings),
+            expected=tuple((k, h, p, s, t) for k, h, p, s, t in expected),
+            audit_seq=top, rejected=tuple(rejected))
+
+
+repositories.register("monitor", MonitorRepository)

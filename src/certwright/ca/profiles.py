@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from certwright.ca.keys import KeyProviderSettings
 from certwright.errors import config_error
 from certwright.pki.keys import RSA_FLOOR_BITS
 from certwright.pki.names import canonical_names, normalize_dns
@@ -545,6 +546,7 @@ class Config(Strict):
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     issuance: IssuanceSettings = IssuanceSettings()
+    keys: KeyProviderSettings = KeyProviderSettings()
     acme: AcmeSettings = AcmeSettings()
     monitor: MonitorSettings = MonitorSettings()
     default_profile: str = "tls-server"

@@ -77,6 +77,7 @@ class Protocol(enum.Enum):
     SCEP = "scep"
     CMP = "cmp"
     CLI = "cli"  # local issuance by an operator with access to the data directory
+    INTERNAL = "internal"  # the server's own certificates, under ca/builtin.py's profiles
 
 
 Curve = Literal["P-256", "P-384", "P-521"]

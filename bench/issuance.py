@@ -290,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             issuing = ca.chain[0]
             bare = Bare(load_private_key(ca_path / "ca" / "issuing.key"), issuing,
-                        ca.config.server.http_url, ca.authority.issuer_id)
+                        ca.config.server.http_url, ca.issuer_id)
             now = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
             # Warm-up: imports, caches, the first pkilint validator build, the page cache.

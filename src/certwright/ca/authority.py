@@ -39,6 +39,10 @@ from certwright.store.repo import Store
 # Runs inside the issuance's transaction, after the certificate row is written.
 OnCommit = Callable[[Connection, CertificateRecord], None]
 
+# Built once: SQLAlchemy then reuses its compiled form on every issuance.
+_SERIAL_TAKEN = sa.select(schema.certificates.c.serial).where(
+    schema.certificates.c.serial == sa.bindparam("serial"))
+
 EKU_OIDS = {
     "server_auth": ExtendedKeyUsageOID.SERVER_AUTH,
     "client_auth": ExtendedKeyUsageOID.CLIENT_AUTH,
@@ -269,10 +273,8 @@ class Authority:
 
     def _serial_taken(self, serial: int) -> bool:
         with self.store.read() as conn:
-            return conn.execute(
-                sa.select(sa.literal(1)).where(
-                    schema.certificates.c.serial == format_serial(serial))
-            ).first() is not None
+            return conn.execute(_SERIAL_TAKEN, {"serial": format_serial(serial)}
+                                ).first() is not None
 
     def _reserve(self, t: Template) -> Template:
         """The template with a serial no stored certificate has, drawn before anything

@@ -10,7 +10,10 @@ role and gets back an object that performs the operation (a ``Signer``, a
 
 A PKCS#11 provider (keys generated in and never leaving a token, SoftHSM2 in tests) is
 one more module implementing ``KeyProvider`` and one more value for ``provider``;
-nothing that signs changes. Providers fail closed: a key that is missing, unreadable
+nothing that signs changes. Its ``sign_certificate`` would take the TBSCertificate from
+the builder (signed by a throwaway key of the same algorithm, as ``lint.Linter`` does),
+have the token sign those bytes, and put the two together: the Authority checks that the
+TBS signed is the one it linted. Providers fail closed: a key that is missing, unreadable
 or does not match its certificate stops the CA from opening instead of being replaced.
 """
 

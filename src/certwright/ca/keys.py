@@ -69,7 +69,8 @@ class KeyRole(enum.Enum):
     # the first of its three choices), so the software provider resolves this role to
     # the issuing key; a delegated responder key would be a key of its own here.
     OCSP = "ocsp"
-    # Decrypts SCEP's pkcsPKIEnvelope (RFC 8894 3.2.2): the RA/CA's RSA key transport key.
+    # Decrypts SCEP's pkcsPKIEnvelope (RFC 8894 3.2.2), CMS EnvelopedData whose
+    # content-encryption key is wrapped to the CA/RA's RSA key (RFC 5652 6.2.1).
     SCEP_DECRYPTION = "scep-decryption"
     # Signs CMP responses' protection (RFC 4210 5.1.3.3, RFC 9483 3.2).
     CMP_PROTECTION = "cmp-protection"
@@ -108,10 +109,10 @@ class Decrypter(Protocol):
     def public_key(self) -> rsa.RSAPublicKey: ...
 
     def decrypt(self, ciphertext: bytes) -> bytes:
-        """RSAES-PKCS1-v1_5 (RFC 8017 7.2), the key transport RFC 8894 3.2.2 requires
-        clients to support. cryptography answers a bad padding with random bytes of the
-        right length rather than an error (implicit rejection), so the caller's MAC or
-        content check is what refuses a forged envelope."""
+        """RSAES-PKCS1-v1_5 (RFC 8017 7.2), the rsaEncryption key transport SCEP
+        clients use. With OpenSSL 3.2 or later a bad padding yields random bytes rather
+        than an error (implicit rejection, against Bleichenbacher's oracle), so what
+        refuses a forged envelope is the caller's check of the decrypted content."""
         ...
 
 
@@ -260,7 +261,7 @@ class SoftwareKeyProvider:
         key = self._key(role)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise config_error(f"{self.path(role)}: the {role.value} key is not an RSA key; "
-                               "only RSA keys decrypt (RFC 8894 3.2.2)")
+                               "only RSA keys decrypt (RSA key transport)")
         return _SoftwareDecrypter(key)
 
     def ensure(self, role: KeyRole, key_type: str) -> CertificateIssuerPublicKeyTypes:
@@ -268,8 +269,8 @@ class SoftwareKeyProvider:
             raise config_error(f"unknown key type {key_type!r}; choose one of "
                                f"{', '.join(CA_KEY_TYPES)}")
         if role in DECRYPTING_ROLES and not key_type.startswith("rsa-"):
-            raise config_error(f"the {role.value} key decrypts, so it must be RSA "
-                               f"(RFC 8894 3.2.2), not {key_type}")
+            raise config_error(f"the {role.value} key decrypts (RSA key transport), so "
+                               f"it must be RSA, not {key_type}")
         path = self.path(role)
         if not path.exists():
             self._create(path, key_type)

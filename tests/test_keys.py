@@ -134,6 +134,24 @@ def test_ok_serial_clash_costs_a_draw_not_a_signature(
     assert provider.counts == {"issuing:certificate": 2}
 
 
+def test_ok_serial_clash_inside_a_unit_on_each_store(
+        store_ca_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As front-ends enroll (inside ``ca.unit()``), on SQLite and PostgreSQL: the
+    reservation sees the stored serial and draws again; one signature per certificate."""
+    provider = CountingProvider(SoftwareKeyProvider(store_ca_dir / "ca"))
+    with datadir.opened(store_ca_dir, clock=clock, key_provider=provider) as ca:
+        with ca.unit():
+            taken = ca.enroll(request(csr(["a.svc.internal"])))
+        assert isinstance(taken, Issued)
+        serials = iter([int(taken.record.serial, 16), 0xC0FFEE])
+        monkeypatch.setattr("certwright.ca.authority.new_serial", lambda: next(serials))
+        with ca.unit():
+            again = ca.enroll(request(csr(["b.svc.internal"])))
+        assert isinstance(again, Issued) and again.record.serial == "c0ffee"
+        assert issued_count(ca) == 2
+    assert provider.counts == {"issuing:certificate": 2}
+
+
 def test_fail_serial_taken_while_signing_issues_nothing_and_signs_once(
         counted: tuple[CertificateAuthority, CountingProvider],
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,6 +33,7 @@ from certwright.errors import CertwrightError, ErrorKind
 from certwright.pki.keys import generate_ca_key, private_key_pem, write_atomic
 from certwright.server import listener_cert
 
+from .conftest import lint_and_verify
 from .helpers import csr, request
 
 # -- a provider that counts what its keys sign ---------------------------------------------
@@ -132,6 +133,24 @@ def test_ok_serial_clash_costs_a_draw_not_a_signature(
     again = ca.enroll(request(csr(["b.svc.internal"])))
     assert isinstance(again, Issued) and again.record.serial == "c0ffee"
     assert provider.counts == {"issuing:certificate": 2}
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "rsa-3072"])
+def test_ok_lint_then_sign_once_for_other_ca_key_types(tmp_path: Path, key_type: str) -> None:
+    """The linted TBS is the signed TBS whatever the CA key's algorithm (the throwaway
+    key's signature AlgorithmIdentifier, inside the TBS, must equal the CA key's)."""
+    if not lint.available():
+        pytest.skip("pkilint is not installed: pip install pkilint")
+    data = tmp_path / "ca"
+    datadir.init(data, key_type=key_type)
+    set_lint(data, True)
+    provider = CountingProvider(SoftwareKeyProvider(data / "ca"))
+    with datadir.opened(data, key_provider=provider) as ca:
+        out = ca.enroll(request(csr(["a.svc.internal"], cn="a.svc.internal")))
+        assert isinstance(out, Issued)
+        assert out.certificate.signature_algorithm_oid == ca.chain[0].signature_algorithm_oid
+    assert provider.counts == {"issuing:certificate": 1}
+    assert lint_and_verify(data) == 1
 
 
 def test_ok_serial_clash_inside_a_unit_on_each_store(

@@ -6,9 +6,11 @@
 (a) bare       CertificateBuilder with the extensions the Authority adds (basicConstraints,
                keyUsage, EKU, SAN, AKI, SKI, AIA, CRLDP) signed by the same CA key.
 (b) authority  PEM CSR -> certwright.pki.csr.load (signature verified) -> EnrollmentRequest
-               -> CertificateAuthority.enroll (RA, template check, sign, certificate +
-               audit record in one durable SQLite transaction, synchronous=FULL).
-(c) lint       as (b), with issuance.lint=true (pkilint on a throwaway-signed copy first).
+               -> CertificateAuthority.enroll (RA, template check, serial reserved,
+               one signature by the key provider's issuing key, certificate + audit
+               record in one durable SQLite transaction, synchronous=FULL).
+(c) lint       as (b), with issuance.lint=true (pkilint on the TBS signed by a throwaway
+               key first; still one CA signature).
 (d) postgresql as (b), against a temporary database on --pg-url (created, then dropped).
     commit     floor: one-row write transactions with the store's SQLite settings
                (BEGIN IMMEDIATE, WAL, synchronous=FULL) in the same directory: the fsync.
@@ -290,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             issuing = ca.chain[0]
             bare = Bare(load_private_key(ca_path / "ca" / "issuing.key"), issuing,
-                        ca.config.server.http_url, ca.authority.issuer_id)
+                        ca.config.server.http_url, ca.issuer_id)
             now = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
             # Warm-up: imports, caches, the first pkilint validator build, the page cache.

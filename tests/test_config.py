@@ -20,6 +20,7 @@ def error_of(text: str) -> str:
 def test_ok_minimal() -> None:
     cfg = parse_config_text(BASE, "x")
     assert cfg.profile("p").names.dns == ("*.internal",)
+    assert cfg.keys.provider == "software"
 
 
 @pytest.mark.parametrize(
@@ -60,6 +61,10 @@ def test_ok_minimal() -> None:
          "issuance: crl_refresh_before (3d) must be shorter than crl_validity (2d)"),
         ("fail/acme-resolver", BASE + "acme: {dns_resolver: dns.example}\n",
          "acme.dns_resolver: 'dns.example': give the resolver as IP:PORT"),
+        ("fail/key-provider-unknown", BASE + "keys: {provider: pkcs11}\n",
+         "keys.provider: Input should be 'software'"),
+        ("fail/key-provider-typo", BASE + "keys: {provder: software}\n",
+         "keys.provder: unknown key (did you mean 'provider'?)"),
         ("fail/acme-challenge", "profiles:\n  p:\n    acme: {challenges: [dns-02]}\n"
          "default_profile: p\n", "profiles.p.acme.challenges.0"),
     ],

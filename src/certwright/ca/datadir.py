@@ -5,7 +5,7 @@
     DIR/chain.pem           the issuing CA certificate (what servers send after the leaf)
     DIR/ca/root.key         0600, root CA key (keep offline once initialized, if you can)
     DIR/ca/root.pem
-    DIR/ca/issuing.key      0600, issuing CA key
+    DIR/ca/issuing.key      0600, issuing CA key (with keys.provider: software)
     DIR/ca/issuing.pem
     DIR/certwright.db       the SQLite store (unless store.url names PostgreSQL)
     DIR/tls/                the HTTPS listener's own key and certificate
@@ -27,13 +27,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from certwright.ca import hierarchy
 from certwright.ca.authority import Authority, Urls
+from certwright.ca.keys import KeyProvider, KeyRole, open_provider
 from certwright.ca.profiles import ENV_PREFIX, Config, parse_config_text
 from certwright.ca.revocation import CrlPublisher, OcspResponder
 from certwright.ca.service import CertificateAuthority
-from certwright.ca.signer import SoftwareSigner
 from certwright.clock import Clock, SystemClock
 from certwright.errors import CertwrightError, ErrorKind, config_error
-from certwright.pki.keys import CA_KEY_TYPES, load_private_key, private_key_pem, write_atomic
+from certwright.pki.keys import CA_KEY_TYPES, private_key_pem, write_atomic
 from certwright.store.repo import Store
 
 CONFIG_NAME = "certwright.yaml"
@@ -102,6 +102,9 @@ server:
 store:
   # A path relative to this directory, or postgresql://user@host/db for replicas.
   url: {store_url}
+
+keys:
+  provider: software           # CA keys in 0600 files under ca/
 
 issuance:
   lint: false                  # pkilint every certificate before signing (needs pkilint)
@@ -232,10 +235,13 @@ def init(
     try:
         stage.mkdir(mode=0o700)
         (stage / "ca").mkdir(mode=0o700)
+        # The issuing key is born in the configured provider (for software, a 0600 file
+        # in the staging ca/ that moves into place with the rest).
+        provider = open_provider(config.keys, stage / "ca")
         h = hierarchy.create(key_type=key_type, organization=organization, now=clock.now(),
-                             http_url=http_url)
+                             http_url=http_url,
+                             issuing_key=provider.ensure(KeyRole.ISSUING, key_type))
         write_atomic(stage / "ca" / "root.key", private_key_pem(h.root_key), 0o600)
-        write_atomic(stage / "ca" / "issuing.key", private_key_pem(h.issuing_key), 0o600)
         write_atomic(stage / "ca" / "root.pem", _pem(h.root), 0o644)
         write_atomic(stage / "ca" / "issuing.pem", _pem(h.issuing), 0o644)
         write_atomic(stage / "root.pem", _pem(h.root), 0o644)
@@ -316,18 +322,19 @@ def _load_cert(p: Path) -> x509.Certificate:
         raise config_error(f"{p}: cannot load the CA certificate: {e}") from None
 
 
-def open_ca(path: Path, *, clock: Clock | None = None, migrate: bool = False) -> (
-    CertificateAuthority
-):
-    """Open the CA in ``path``: configuration, store, signer, Authority, CRL, OCSP."""
+def open_ca(path: Path, *, clock: Clock | None = None, migrate: bool = False,
+            key_provider: KeyProvider | None = None) -> CertificateAuthority:
+    """Open the CA in ``path``: configuration, store, key provider, Authority, CRL, OCSP.
+
+    ``key_provider`` replaces the one the configuration names (tests wrap it).
+    """
     clock = clock or SystemClock()
     layout, config, text = load(path)
     issuing = _load_cert(layout.ca_dir / "issuing.pem")
-    try:
-        key = load_private_key(layout.ca_dir / "issuing.key")
-    except (OSError, ValueError) as e:
-        raise config_error(f"{layout.ca_dir / 'issuing.key'}: cannot load: {e}") from None
-    signer = SoftwareSigner(key, issuing)
+    provider = key_provider or open_provider(config.keys, layout.ca_dir)
+    # Both fail closed (CONFIG) on a missing key or one that is not the CA's.
+    signer = provider.signer(KeyRole.ISSUING, issuing)
+    ocsp_signer = provider.signer(KeyRole.OCSP, issuing)
     store = Store.open(config.store.url, path)
     try:
         if migrate:
@@ -345,7 +352,7 @@ def open_ca(path: Path, *, clock: Clock | None = None, migrate: bool = False) ->
         crl = CrlPublisher(signer=signer, issuer_id=iid, crl_url=urls.crl, store=store,
                            clock=clock, validity=config.issuance.crl_validity,
                            refresh_before=config.issuance.crl_refresh_before)
-        responder = OcspResponder(signer=signer, issuer_id=iid, store=store, clock=clock,
+        responder = OcspResponder(signer=ocsp_signer, issuer_id=iid, store=store, clock=clock,
                                   validity=config.issuance.ocsp_validity)
         root = _load_cert(layout.ca_dir / "root.pem")
     except BaseException:
@@ -357,10 +364,9 @@ def open_ca(path: Path, *, clock: Clock | None = None, migrate: bool = False) ->
 
 
 @contextlib.contextmanager
-def opened(path: Path, *, clock: Clock | None = None, migrate: bool = False) -> Iterator[
-    CertificateAuthority
-]:
-    ca = open_ca(path, clock=clock, migrate=migrate)
+def opened(path: Path, *, clock: Clock | None = None, migrate: bool = False,
+           key_provider: KeyProvider | None = None) -> Iterator[CertificateAuthority]:
+    ca = open_ca(path, clock=clock, migrate=migrate, key_provider=key_provider)
     try:
         yield ca
     finally:

@@ -1,4 +1,10 @@
-"""Creating the CA hierarchy: a root CA and an issuing intermediate signed by it."""
+"""Creating the CA hierarchy: a root CA and an issuing intermediate signed by it.
+
+The issuing key is made by the key provider (``keys.KeyProvider.ensure``), which may be
+a token the key never leaves; only its public key comes here. The root key is made here
+and returned for ``init`` to write out: it signs only at creation, so it belongs offline,
+not to the provider a running CA signs with.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,10 @@ import secrets
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificateIssuerPublicKeyTypes,
+)
 from cryptography.x509.oid import NameOID
 
 from certwright.pki.keys import generate_ca_key, signature_hash
@@ -22,7 +31,6 @@ ISSUING_LIFETIME = dt.timedelta(days=1825)
 class Hierarchy:
     root_key: CertificateIssuerPrivateKeyTypes
     root: x509.Certificate
-    issuing_key: CertificateIssuerPrivateKeyTypes
     issuing: x509.Certificate
 
 
@@ -44,7 +52,8 @@ def _ca_usage() -> x509.KeyUsage:
 
 
 def create(
-    *, key_type: str, organization: str, now: dt.datetime, http_url: str
+    *, key_type: str, organization: str, now: dt.datetime, http_url: str,
+    issuing_key: CertificateIssuerPublicKeyTypes,
 ) -> Hierarchy:
     tag = secrets.token_hex(3)
     root_key = generate_ca_key(key_type)
@@ -70,7 +79,6 @@ def create(
         .add_extension(root_ski, critical=False)
         .sign(root_key, signature_hash(root_key))
     )
-    issuing_key = generate_ca_key(key_type)
     issuing_name = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
         x509.NameAttribute(NameOID.COMMON_NAME, f"{organization} Issuing CA {tag}"),
@@ -81,12 +89,12 @@ def create(
         .serial_number(secrets.randbits(128) | 1)
         .issuer_name(root_name)
         .subject_name(issuing_name)
-        .public_key(issuing_key.public_key())
+        .public_key(issuing_key)
         .not_valid_before(start)
         .not_valid_after(start + ISSUING_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_ca_usage(), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(issuing_key.public_key()),
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(issuing_key),
                        critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski),
                        critical=False)
@@ -97,4 +105,4 @@ def create(
         ]), critical=False)
         .sign(root_key, signature_hash(root_key))
     )
-    return Hierarchy(root_key, root, issuing_key, issuing)
+    return Hierarchy(root_key, root, issuing)

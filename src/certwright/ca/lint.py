@@ -1,8 +1,9 @@
 """pkilint over certificates: the RFC 5280 linter and the CA/B Forum server-auth linter.
 
 Used by the tests on every certificate they see, and by the Authority before signing
-when ``issuance.lint`` is on (it lints a copy signed by a throwaway key, Boulder's way,
-so a certificate that fails is never signed by the CA key).
+when ``issuance.lint`` is on: ``Linter`` lints the to-be-signed certificate signed by a
+throwaway key of the CA key's algorithm (Boulder's way), so a certificate that fails is
+never signed by the CA key, and the CA key signs each certificate exactly once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,17 @@ import dataclasses
 import functools
 import re
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
+
+from certwright.errors import CertwrightError, ErrorKind
+from certwright.pki.keys import signature_hash
 
 # Findings a private CA expects from the CA/B server-auth linter: internal names and
 # private addresses are what it is for, and it asserts no CA/B policy OID unless the
@@ -118,3 +130,47 @@ def lint_certificate(der: bytes, *, server_auth: bool) -> list[Finding]:
         results, _ = finding_filter.filter_results(filters, cabf.validate(doc.root))
         findings += _findings("cabf-serverauth", results, ValidationFindingSeverity.ERROR)
     return findings
+
+
+def _throwaway_key(like: CertificatePublicKeyTypes) -> CertificateIssuerPrivateKeyTypes:
+    """A key of the same algorithm and size as ``like``: a certificate it signs carries
+    the same signature AlgorithmIdentifier (in the TBS too, RFC 5280 4.1.2.3) as one the
+    CA key signs, so the TBS linted is byte for byte the TBS the CA signs after."""
+    if isinstance(like, rsa.RSAPublicKey):
+        return rsa.generate_private_key(65537, like.key_size)
+    if isinstance(like, ec.EllipticCurvePublicKey):
+        return ec.generate_private_key(like.curve)
+    if isinstance(like, ed25519.Ed25519PublicKey):
+        return ed25519.Ed25519PrivateKey.generate()
+    raise CertwrightError(ErrorKind.INTERNAL,
+                          f"cannot lint for a CA key of type {type(like).__name__}")
+
+
+class Linter:
+    """Lints to-be-signed certificates for one CA key, before the CA key signs them."""
+
+    def __init__(self, ca_public_key: CertificatePublicKeyTypes) -> None:
+        self._ca_public_key = ca_public_key
+        self._key: CertificateIssuerPrivateKeyTypes | None = None  # made on first use
+
+    def check(self, builder: x509.CertificateBuilder, *, server_auth: bool) -> bytes:
+        """Lint ``builder``'s certificate; return the DER of the TBSCertificate linted.
+
+        Raises CertwrightError (INTERNAL: the CA's own profile produced it, not the
+        requester) naming every ERROR-or-worse finding a private CA does not expect.
+        """
+        if self._key is None:
+            self._key = _throwaway_key(self._ca_public_key)
+        draft = builder.sign(self._key, signature_hash(self._key))
+        findings = [
+            f for f in lint_certificate(draft.public_bytes(serialization.Encoding.DER),
+                                        server_auth=server_auth)
+            if f.code not in PRIVATE_CA_ALLOWED
+        ]
+        if findings:
+            raise CertwrightError(
+                ErrorKind.INTERNAL,
+                "the certificate failed linting and was not signed: "
+                + "; ".join(str(f) for f in findings),
+            )
+        return draft.tbs_certificate_bytes

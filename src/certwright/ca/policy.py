@@ -13,6 +13,7 @@ import ipaddress
 
 from cryptography import x509
 
+from certwright.ca import builtin
 from certwright.ca.profiles import Approval, Config, Profile, Protocol
 from certwright.errors import CertwrightError, ErrorKind
 from certwright.pki import csr as csrlib
@@ -98,7 +99,7 @@ def decide(config: Config, request: EnrollmentRequest, now: dt.datetime) -> Deci
 
 def check(config: Config, request: EnrollmentRequest, now: dt.datetime) -> Issue:
     """Check a request against its profile; raise CertwrightError naming the broken rule."""
-    profile = config.profile(request.profile)
+    profile = builtin.profile(config, request.profile) or config.profile(request.profile)
     if request.protocol not in profile.protocols:
         raise CertwrightError(
             ErrorKind.UNAUTHORIZED,

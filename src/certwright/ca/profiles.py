@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from certwright.ca.keys import KeyProviderSettings
 from certwright.configbase import Duration as Duration
 from certwright.configbase import Strict as Strict
 from certwright.configbase import UniqueKeyLoader as UniqueKeyLoader
@@ -47,6 +48,7 @@ class Protocol(enum.Enum):
     SCEP = "scep"
     CMP = "cmp"
     CLI = "cli"  # local issuance by an operator with access to the data directory
+    INTERNAL = "internal"  # the server's own certificates, under ca/builtin.py's profiles
 
 
 Curve = Literal["P-256", "P-384", "P-521"]
@@ -516,6 +518,7 @@ class Config(Strict):
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     issuance: IssuanceSettings = IssuanceSettings()
+    keys: KeyProviderSettings = KeyProviderSettings()
     acme: AcmeSettings = AcmeSettings()
     monitor: MonitorSettings = MonitorSettings()
     default_profile: str = "tls-server"

@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from certwright.ca.keys import Signer
 from certwright.ca.profiles import format_duration
-from certwright.ca.signer import Signer
 from certwright.clock import Clock
 from certwright.errors import CertwrightError, ErrorKind, config_error
 from certwright.store.repo import Store, StoredCrl, format_serial

@@ -1,38 +1,44 @@
 """The HTTPS listener's own certificate, issued by the CA it serves.
 
-It is issued through the Authority (so it is stored, audited and revocable like any
-other) under a built-in profile that allows exactly the configured hostnames, and
+The server enrolls for it like any front-end's client does: one EnrollmentRequest to
+the core under the built-in profile ``_https-listener`` (``ca/builtin.py``: exactly the
+configured hostnames, 30 days, TLS server usages), so the RA decides it and the
+Authority signs, stores and audits it on the path every certificate takes. It is
 renewed at start when a third of its lifetime is left or the hostnames changed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from pathlib import Path
+from typing import Protocol as TypingProtocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from certwright.ca.authority import AuditContext
-from certwright.ca.policy import Issue
-from certwright.ca.profiles import NameRules, Profile, Validity
-from certwright.ca.service import CertificateAuthority
+from certwright.ca import builtin
+from certwright.ca.policy import EnrollmentRequest, Requester
+from certwright.ca.profiles import Config, Protocol
+from certwright.ca.service import Held, Issued
+from certwright.clock import Clock
+from certwright.errors import CertwrightError, ErrorKind
 from certwright.pki import keys
-from certwright.pki.names import IPAddress, Names, parse_name
+from certwright.pki.names import Names
 
-LIFETIME = dt.timedelta(days=30)
+LIFETIME = builtin.LISTENER_LIFETIME
+REQUESTER = Requester("system", "https-listener")
 
 
-def _names(hostnames: tuple[str, ...]) -> Names:
-    dns: list[str] = []
-    ips: list[IPAddress] = []
-    for h in hostnames:
-        n = parse_name(h)
-        dns += n.dns
-        ips += n.ip
-    return Names(dns=tuple(dns), ip=tuple(ips))
+class ListenerCore(TypingProtocol):
+    """What this module asks of the core."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def enroll(self, request: EnrollmentRequest) -> Issued | Held: ...
 
 
 def _current(cert_path: Path, names: Names, now: dt.datetime) -> bool:
@@ -58,13 +64,11 @@ def paths(tls_dir: Path) -> tuple[Path, Path]:
     return tls_dir / "server.pem", tls_dir / "server.key"
 
 
-def ensure(ca: CertificateAuthority, tls_dir: Path) -> tuple[Path, Path]:
-    """Return (certificate chain path, key path), issuing a new pair when needed."""
-    hostnames = ca.config.server.hostnames
-    names = _names(hostnames)
+def ensure(ca: ListenerCore, tls_dir: Path) -> tuple[Path, Path]:
+    """Return (certificate chain path, key path), enrolling for a new pair when needed."""
+    names = builtin.listener_names(ca.config.server.hostnames)
     cert_path, key_path = paths(tls_dir)
-    now = ca.clock.now()
-    if key_path.exists() and _current(cert_path, names, now):
+    if key_path.exists() and _current(cert_path, names, ca.clock.now()):
         return cert_path, key_path
     tls_dir.mkdir(mode=0o700, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -72,26 +76,11 @@ def ensure(ca: CertificateAuthority, tls_dir: Path) -> tuple[Path, Path]:
            .subject_name(x509.Name([]))
            .add_extension(x509.SubjectAlternativeName(names.general_names()), critical=False)
            .sign(key, keys.signature_hash(key)))
-    profile = Profile(
-        description="the server's own HTTPS listener",
-        names=NameRules(dns=names.dns, ip=tuple(_host_networks(names)), keep_cn=False),
-        validity=Validity(default=LIFETIME, max=LIFETIME),
-        key_usage=("digital_signature",),
-        extended_key_usage=("server_auth",),
-    )
-    start = now.replace(microsecond=0) - dt.timedelta(minutes=5)
-    issue = Issue(profile_name="_https-listener", profile=profile, csr=csr,
-                  key=keys.describe(key.public_key()), names=names, common_name=None,
-                  not_before=start, not_after=start + LIFETIME)
-    prepared = ca.authority.prepare(issue)
-    _, cert = ca.authority.issue(prepared, AuditContext(
-        actor="system", protocol="internal", requester="system:https-listener"))
+    out = ca.enroll(EnrollmentRequest(profile=builtin.HTTPS_LISTENER, csr=csr,
+                                      requester=REQUESTER, protocol=Protocol.INTERNAL))
+    if not isinstance(out, Issued):  # the built-in profile approves automatically
+        raise CertwrightError(ErrorKind.INTERNAL,
+                              f"the HTTPS listener's certificate was held: {out.reason}")
     keys.write_secret_file(key_path, keys.private_key_pem(key))
-    chain = cert.public_bytes(serialization.Encoding.PEM) + b"".join(
-        c.public_bytes(serialization.Encoding.PEM) for c in ca.chain)
-    keys.write_public_file(cert_path, chain)
+    keys.write_public_file(cert_path, out.fullchain_pem())
     return cert_path, key_path
-
-
-def _host_networks(names: Names) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(a) for a in names.ip]

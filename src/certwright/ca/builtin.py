@@ -1,0 +1,88 @@
+"""Profiles defined in code, for the certificates the CA issues to its own server.
+
+They go through the RA like any request (``policy.check`` looks them up before the
+configured profiles), so they are decided, signed, stored and audited on the same path
+as every front-end's. Their names start with "_", which a configured profile name
+cannot (``profiles.Config``), so certwright.yaml can neither shadow nor widen them; they
+accept only ``Protocol.INTERNAL``, which no front-end sends, so no client enrolls under
+them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import ipaddress
+
+from pydantic import ValidationError
+
+from certwright.ca.profiles import (
+    Approval,
+    Config,
+    KeyRules,
+    NameRules,
+    Profile,
+    Protocol,
+    Validity,
+)
+from certwright.errors import CertwrightError, config_error
+from certwright.pki.names import Names, parse_name
+
+__all__ = ["HTTPS_LISTENER", "LISTENER_LIFETIME", "https_listener", "listener_names",
+           "profile"]
+
+# The HTTPS listener's own certificate (server/listener_cert.py).
+HTTPS_LISTENER = "_https-listener"
+# Short-lived: the server renews it at start once a third of it is left, and a
+# certificate nobody tracks is one nobody remembers to revoke.
+LISTENER_LIFETIME = dt.timedelta(days=30)
+LISTENER_BACKDATE = dt.timedelta(minutes=5)
+
+
+def listener_names(hostnames: tuple[str, ...]) -> Names:
+    """``server.hostnames`` as the names of the listener's certificate."""
+    dns: list[str] = []
+    ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for h in hostnames:
+        try:
+            n = parse_name(h)
+        except (CertwrightError, ValueError) as e:
+            raise config_error(f"server.hostnames: {h!r} is not a DNS name or IP address "
+                               f"({e})") from None
+        dns += n.dns
+        ips += n.ip
+    return Names(dns=tuple(dns), ip=tuple(ips))
+
+
+@functools.lru_cache(maxsize=8)
+def https_listener(hostnames: tuple[str, ...]) -> Profile:
+    """Exactly the configured hostnames, 30 days, a TLS server's usages (RFC 5280
+    4.2.1.3 digitalSignature, as ECDHE key exchange needs; 4.2.1.12 id-kp-serverAuth)."""
+    names = listener_names(hostnames)
+    try:
+        return Profile(
+            description="the server's own HTTPS listener",
+            protocols=(Protocol.INTERNAL,),
+            approval=Approval.AUTO,
+            # The key the listener generates for itself (listener_cert.py).
+            keys=KeyRules(rsa=False, ecdsa_curves=("P-256",), ed25519=False),
+            names=NameRules(
+                dns=names.dns,
+                ip=tuple(ipaddress.ip_network(a) for a in names.ip),
+                keep_cn=False,
+                max_names=min(1000, max(1, len(names.dns) + len(names.ip))),
+            ),
+            validity=Validity(default=LISTENER_LIFETIME, max=LISTENER_LIFETIME,
+                              backdate=LISTENER_BACKDATE),
+            key_usage=("digital_signature",),
+            extended_key_usage=("server_auth",),
+        )
+    except ValidationError as e:
+        raise config_error(f"server.hostnames: {e}") from None
+
+
+def profile(config: Config, name: str) -> Profile | None:
+    """The built-in profile called ``name`` for this configuration, if there is one."""
+    if name == HTTPS_LISTENER:
+        return https_listener(config.server.hostnames)
+    return None

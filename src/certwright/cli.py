@@ -359,8 +359,9 @@ def acme_eab_create(data: Path, profile: str, expires: str | None, operator: str
     """
     import base64
     import secrets
+    from typing import cast
 
-    from certwright.acme.state import AcmeState
+    from certwright.acme.ports import AcmeStorage
 
     with datadir.opened(data) as ca:
         p = ca.config.profile(profile)
@@ -369,7 +370,7 @@ def acme_eab_create(data: Path, profile: str, expires: str | None, operator: str
                                   f"profile {profile!r} does not accept ACME requests")
         hmac_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
         until = expires_at(ca.clock.now(), expires)
-        kid = AcmeState(ca.store, ca.clock).create_eab(profile, hmac_key, until)
+        kid = cast(AcmeStorage, ca.repository("acme")).create_eab(profile, hmac_key, until)
         ca.store.audit("acme.eab.created", actor=operator, subject=kid, at=ca.clock.now(),
                        data={"profile": profile,
                              "expires_at": until.isoformat() if until else None})

@@ -48,9 +48,7 @@ from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 from starlette.applications import Starlette
 
-from certwright.acme.server import AcmeServer
-from certwright.acme.state import AcmeState
-from certwright.acme.validation import Validator, settings_from
+from certwright.acme.app import acme_server
 from certwright.ca import datadir
 from certwright.ca.revocation import Reason
 from certwright.ca.service import CertificateAuthority, Issued
@@ -460,9 +458,7 @@ def local(ca_dir: Path, clock: FakeClock) -> Iterator[Local]:
     doc["profiles"][NARROW] = narrow
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     with datadir.opened(ca_dir, clock=clock) as ca:
-        server = AcmeServer(ca, AcmeState(ca.store, ca.clock),
-                            Validator(settings_from(ca.config.acme)))
-        yield Local(ca, clock, Starlette(routes=server.routes()))
+        yield Local(ca, clock, Starlette(routes=acme_server(ca).routes()))
 
 
 SECOND = dt.timedelta(seconds=1)

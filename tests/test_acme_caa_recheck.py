@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 from starlette.applications import Starlette
 
+from certwright.acme.app import acme_storage
+from certwright.acme.ports import AcmeStorage
 from certwright.acme.server import AcmeServer
-from certwright.acme.state import AcmeState
 from certwright.acme.validation import Validator, settings_from
 from certwright.ca import datadir
 from certwright.clock import FakeClock
@@ -74,7 +75,7 @@ def in_thread(app: Starlette) -> Iterator[str]:
 
 @pytest.fixture
 def world(ca_dir: Path, clock: FakeClock, tmp_path: Path
-          ) -> Iterator[tuple[Local, AcmeState, FakeClock, ChallTestSrv]]:
+          ) -> Iterator[tuple[Local, AcmeStorage, FakeClock, ChallTestSrv]]:
     with challtestsrv(tmp_path) as chall:
         path = ca_dir / "certwright.yaml"
         doc = yaml.safe_load(path.read_text())
@@ -85,7 +86,7 @@ def world(ca_dir: Path, clock: FakeClock, tmp_path: Path
         doc.setdefault("acme", {})["dns_resolver"] = chall.resolver
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         with datadir.opened(ca_dir, clock=clock) as ca:
-            state = AcmeState(ca.store, ca.clock)
+            state = acme_storage(ca)
             server = AcmeServer(ca, state, Validator(settings_from(ca.config.acme)))
             with in_thread(Starlette(routes=server.routes())) as base:
                 client = Local(base)
@@ -96,7 +97,7 @@ def world(ca_dir: Path, clock: FakeClock, tmp_path: Path
                     client.close()
 
 
-def _ready_order(client: Local, state: AcmeState, name: str) -> dict[str, Any]:
+def _ready_order(client: Local, state: AcmeStorage, name: str) -> dict[str, Any]:
     """An order for ``name`` whose authorization is valid as of now."""
     r = client.new_order(name)
     assert r.status_code == 201, r.text

@@ -1,17 +1,18 @@
-"""ACME state on its own: what survives a server that died mid-validation."""
+"""ACME storage on its own: what survives a server that died mid-validation."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from certwright.acme.state import AcmeState, Identifier
+from certwright.acme.app import acme_storage
 from certwright.ca.service import CertificateAuthority
+from certwright.model.acme import Identifier
 
 
 def test_ok_interrupted_validation_is_released(ca: CertificateAuthority) -> None:
-    state = AcmeState(ca.store, ca.clock)
+    state = acme_storage(ca)
     account, created = state.create_account(profile="tls-server", thumbprint="t" * 43,
-                                            jwk={"kty": "EC"}, contact=[], tos_agreed=True,
+                                            jwk={"kty": "EC"}, contact=(), tos_agreed=True,
                                             eab_kid=None)
     assert created
     ident = Identifier("dns", "a.svc.internal")

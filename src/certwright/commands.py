@@ -21,7 +21,7 @@ from certwright.ca.profiles import Protocol
 from certwright.ca.revocation import Reason
 from certwright.ca.service import Held
 from certwright.cli import EXIT_PENDING, fail
-from certwright.clioptions import DATA, expires_at, table
+from certwright.clioptions import DATA, table
 from certwright.configbase import parse_duration
 from certwright.errors import CertwrightError, ErrorKind
 from certwright.pki import csr as csrlib
@@ -290,47 +290,6 @@ def crl(data: Path, out: str | None, pem: bool) -> None:
 
 
 # -- ACME -----------------------------------------------------------------------------------
-
-
-@click.group()
-def acme() -> None:
-    """The ACME front-end."""
-
-
-@acme.group("eab")
-def acme_eab() -> None:
-    """External Account Binding keys (RFC 8555 section 7.3.4)."""
-
-
-@acme_eab.command("create")
-@DATA
-@click.option("--profile", required=True, help="The profile (ACME directory) the key is for.")
-@click.option("--expires", default=None, help="Lifetime of the unused key, e.g. 7d.")
-@click.option("--operator", default=lambda: os.environ.get("USER", "operator"),
-              show_default="$USER")
-def acme_eab_create(data: Path, profile: str, expires: str | None, operator: str) -> None:
-    """Print a key id and an HMAC key that bind one new ACME account to PROFILE.
-
-    certbot: --eab-kid KID --eab-hmac-key KEY; lego: --eab --kid KID --hmac KEY.
-    """
-    import base64
-    import secrets
-
-    from certwright.acme.state import AcmeState
-
-    with datadir.opened(data) as ca:
-        p = ca.config.profile(profile)
-        if Protocol.ACME not in p.protocols:
-            raise CertwrightError(ErrorKind.MALFORMED,
-                                  f"profile {profile!r} does not accept ACME requests")
-        hmac_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
-        until = expires_at(ca.clock.now(), expires)
-        kid = AcmeState(ca.store, ca.clock).create_eab(profile, hmac_key, until)
-        ca.store.audit("acme.eab.created", actor=operator, subject=kid, at=ca.clock.now(),
-                       data={"profile": profile,
-                             "expires_at": until.isoformat() if until else None})
-    click.echo(f"kid: {kid}")
-    click.echo(f"hmac_key: {hmac_key}")
 
 
 # -- audit --------------------------------------------------------------------------------

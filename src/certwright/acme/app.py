@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from certwright.acme.ports import AcmeStorage
 from certwright.acme.server import AcmeServer
-from certwright.acme.state import AcmeState
 from certwright.acme.validation import Validator, settings_from
-from certwright.ca.service import CertificateAuthority
+
+if TYPE_CHECKING:
+    from certwright.ca.service import CertificateAuthority
+
+
+def acme_storage(ca: CertificateAuthority) -> AcmeStorage:
+    """ACME's own storage, as the storage layer registers it ("acme")."""
+    return cast(AcmeStorage, ca.repository("acme"))
 
 
 def acme_server(ca: CertificateAuthority) -> AcmeServer:
-    state = AcmeState(ca.store, ca.clock)
-    state.release_interrupted_challenges()
-    return AcmeServer(ca, state, Validator(settings_from(ca.config.acme)))
+    storage = acme_storage(ca)
+    storage.release_interrupted_challenges()
+    return AcmeServer(ca, storage, Validator(settings_from(ca.config.acme)))
 
 
 def acme_prefixes(ca: CertificateAuthority) -> dict[str, ASGIApp]:

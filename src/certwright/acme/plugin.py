@@ -35,5 +35,5 @@ FRONTEND = FrontEnd(
         "directory", "new-nonce", "new-account", "acct", "orders", "key-change",
         "new-order", "order", "finalize", "authz", "chall", "cert", "revoke-cert",
         "renewal-info"}),
-    cli="certwright.commands:acme",
+    cli="certwright.acme.cli:acme",
 )

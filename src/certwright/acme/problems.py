@@ -1,7 +1,9 @@
 """ACME problem documents (RFC 8555 section 6.7, RFC 7807).
 
-Front-end code raises AcmeProblem; a CertwrightError from the core is rendered here,
-once, at the edge. Internal details never reach the client: serverInternal carries a
+Front-end code raises AcmeProblem; a CertwrightError from the core or the storage is
+rendered here, once, at the edge (Boulder's ``web/probs.go``): its HTTP status from
+``certwright.errors.meaning``, refined where ACME practice differs, and ACME's problem
+type for its kind. Internal details never reach the client: serverInternal carries a
 fixed sentence.
 """
 
@@ -10,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from certwright.errors import CertwrightError, ErrorKind
+from certwright.errors import CertwrightError, ErrorKind, meaning
 
 URN = "urn:ietf:params:acme:error:"
+INTERNAL_DETAIL = "the server could not process the request"
 
 
 @dataclasses.dataclass
@@ -56,28 +59,39 @@ def not_found(detail: str = "no such resource") -> AcmeProblem:
     return AcmeProblem("malformed", detail, 404)
 
 
-_KIND = {
-    ErrorKind.MALFORMED: ("malformed", 400),
-    ErrorKind.BAD_CSR: ("badCSR", 400),
-    ErrorKind.BAD_PUBLIC_KEY: ("badPublicKey", 400),
-    ErrorKind.REJECTED_IDENTIFIER: ("rejectedIdentifier", 400),
-    ErrorKind.POLICY: ("rejectedIdentifier", 400),
-    ErrorKind.UNAUTHORIZED: ("unauthorized", 403),
-    ErrorKind.NOT_FOUND: ("malformed", 404),
-    ErrorKind.CONFLICT: ("malformed", 409),
-    ErrorKind.CONFIG: ("serverInternal", 500),
-    ErrorKind.INTERNAL: ("serverInternal", 500),
+def server_internal(detail: str = INTERNAL_DETAIL) -> AcmeProblem:
+    return AcmeProblem("serverInternal", detail, 500)
+
+
+# RFC 8555 6.7 has no "not found" or "conflict" type: those are malformed, with the
+# HTTP status saying which (Boulder does the same).
+_TYPE = {
+    ErrorKind.MALFORMED: "malformed",
+    ErrorKind.BAD_CSR: "badCSR",
+    ErrorKind.BAD_PUBLIC_KEY: "badPublicKey",
+    ErrorKind.REJECTED_IDENTIFIER: "rejectedIdentifier",
+    ErrorKind.POLICY: "rejectedIdentifier",
+    ErrorKind.UNAUTHORIZED: "unauthorized",
+    ErrorKind.NOT_FOUND: "malformed",
+    ErrorKind.CONFLICT: "malformed",
 }
+# ACME answers a request the profile refuses with 400, not the 403 of other protocols:
+# Boulder's rejectedIdentifier and badPublicKey problems are 400 Bad Request, and ACME
+# clients expect them so.
+_STATUS = {
+    ErrorKind.BAD_PUBLIC_KEY: 400,
+    ErrorKind.REJECTED_IDENTIFIER: 400,
+    ErrorKind.POLICY: 400,
+}
+# RFC 8555 6.7: badCSR is "The CSR is unacceptable (e.g., due to a short key)";
+# badPublicKey is about the JWS key. At finalize, every refusal of the CSR is badCSR.
+_CSR_STAGE = frozenset({ErrorKind.POLICY, ErrorKind.MALFORMED, ErrorKind.BAD_PUBLIC_KEY})
 
 
 def from_error(e: CertwrightError, *, csr_stage: bool = False) -> AcmeProblem:
     """The ACME rendering of a core error. At finalize, a policy failure is badCSR."""
-    type_, status = _KIND[e.kind]
-    if status == 500:
-        return AcmeProblem("serverInternal", "the server could not process the request", 500)
-    # RFC 8555 6.7: badCSR is "The CSR is unacceptable (e.g., due to a short key)";
-    # badPublicKey is about the JWS key.
-    if csr_stage and e.kind in (ErrorKind.POLICY, ErrorKind.MALFORMED,
-                                ErrorKind.BAD_PUBLIC_KEY):
-        type_ = "badCSR"
-    return AcmeProblem(type_, str(e), status)
+    m = meaning(e.kind)
+    if m.internal:
+        return server_internal()
+    type_ = "badCSR" if csr_stage and e.kind in _CSR_STAGE else _TYPE[e.kind]
+    return AcmeProblem(type_, str(e), _STATUS.get(e.kind, m.status))

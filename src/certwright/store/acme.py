@@ -1,22 +1,22 @@
-"""ACME protocol state in the store: nonces, accounts, EAB keys, orders, authorizations,
-challenges. Rows are mapped to frozen dataclasses here and nowhere else.
+"""ACME's storage: nonce redemptions, accounts, EAB keys, orders, authorizations and
+challenges. Rows become ``certwright.model.acme`` records here and nowhere else; the
+front-end reaches this through its own ``AcmeStorage`` protocol (``acme/ports.py``).
 
-Races between replicas are settled by the database: a nonce is redeemed by a DELETE
-that only one transaction can win; an order moves ready -> processing by a conditional
+Races between replicas are settled by the database: a nonce is redeemed by an INSERT
+that only one transaction can make; an order moves ready -> processing by a conditional
 UPDATE that only one finalize call can win; a key belongs to one account per profile by
-a unique constraint.
+a unique constraint. A refusal is a CertwrightError (``AcmeConflict``), never a
+database exception.
+
+Every method runs inside the caller's unit of work when there is one (``Store.unit()``):
+a POST costs one transaction, whatever it reads and writes here.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import dataclasses
 import datetime as dt
-import hmac
 import json
 import secrets
-import struct
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +24,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from certwright.clock import Clock
-from certwright.store import schema
+from certwright.model.acme import (
+    Account,
+    AccountKeyInUse,
+    AcmeConflict,
+    Authorization,
+    CertificateAlreadyReplaced,
+    Challenge,
+    EabKey,
+    EabKeyAlreadyBound,
+    Identifier,
+    Order,
+)
+from certwright.store import repositories, schema
 from certwright.store.repo import Store
 
 ACCOUNTS = schema.acme_accounts
@@ -34,13 +46,19 @@ CHALLENGES = schema.acme_challenges
 NONCES = schema.acme_nonces
 EAB = schema.acme_eab_keys
 
+NONCE_KEY_SETTING = "acme.nonce_key"
+SWEEP_EVERY = 64  # redemptions between two sweeps of expired nonce rows
 
 # Statements of the per-request paths, built once (SQLAlchemy then skips building them and
 # their cache keys on every call).
 _NONCE_SWEEP = NONCES.delete().where(
     NONCES.c.expires_at < sa.bindparam("now", type_=NONCES.c.expires_at.type))
-_NONCE_KEY_SETTING = "acme.nonce_key"
 _ACCOUNT_BY_ID = sa.select(ACCOUNTS).where(ACCOUNTS.c.id == sa.bindparam("id"))
+_ACCOUNT_BY_KEY = sa.select(ACCOUNTS).where(ACCOUNTS.c.profile == sa.bindparam("profile"),
+                                            ACCOUNTS.c.thumbprint == sa.bindparam("thumbprint"))
+_ACCOUNT_INSERT = ACCOUNTS.insert()
+_EAB_BIND = (EAB.update().where(EAB.c.kid == sa.bindparam("key"), EAB.c.account_id.is_(None))
+             .values(account_id=sa.bindparam("account")))
 _AUTHZ_BY_ID = sa.select(AUTHZS).where(AUTHZS.c.id == sa.bindparam("id"))
 _CHALLENGES_OF_AUTHZ = (sa.select(CHALLENGES).where(CHALLENGES.c.authz_id == sa.bindparam("id"))
                         .order_by(CHALLENGES.c.type))
@@ -75,6 +93,8 @@ _AUTHZ_INSERT = AUTHZS.insert()
 _CHALLENGE_INSERT = CHALLENGES.insert()
 _ORDER_INSERT = ORDERS.insert()
 _ORDER_BY_ID = sa.select(ORDERS).where(ORDERS.c.id == sa.bindparam("id"))
+_ORDER_REPLACING = sa.select(ORDERS.c.id).where(ORDERS.c.replaces == sa.bindparam("certid"),
+                                                ORDERS.c.status != "invalid")
 _ORDER_MOVE = (ORDERS.update()
                .where(ORDERS.c.id == sa.bindparam("key"), ORDERS.c.status == sa.bindparam("was"))
                .values(status=sa.bindparam("new_status"), error=sa.bindparam("new_error")))
@@ -92,114 +112,8 @@ _PENDING_AUTHZS = sa.select(sa.func.count()).select_from(AUTHZS).where(
     AUTHZS.c.expires_at > sa.bindparam("now", type_=AUTHZS.c.expires_at.type))
 
 
-class NonceIssuer:
-    """Nonces that need no store write to hand out (RFC 8555 6.5).
-
-    A nonce is base64url(expiry || 8 random bytes || HMAC-SHA256(key, expiry || random)
-    cut to 16 bytes), with the key in the store's settings, shared by every replica. A
-    server hands nonces out from memory (a HEAD newNonce writes nothing), and checks a
-    presented nonce's MAC and expiry from memory too: a forged, mangled or expired nonce
-    never reaches the database. Only a redemption is written: the nonce goes into
-    ``acme_nonces`` under its primary key, so of any number of requests carrying it, on
-    any replica, exactly one inserts it; the others are replays. Rows are kept until the
-    nonce has expired, after which its MAC check refuses it anyway, and then swept.
-    """
-
-    _EXPIRY = struct.Struct(">Q")
-    RAW_SIZE = 8 + 8 + 16
-
-    def __init__(self, key: bytes, clock: Clock) -> None:
-        self._key = key
-        self._clock = clock
-
-    def issue(self, lifetime: dt.timedelta) -> str:
-        expiry = int((self._clock.now() + lifetime).timestamp())
-        head = self._EXPIRY.pack(expiry) + secrets.token_bytes(8)
-        mac = hmac.digest(self._key, head, "sha256")[:16]
-        return base64.urlsafe_b64encode(head + mac).rstrip(b"=").decode()
-
-    def check(self, value: str) -> dt.datetime | None:
-        """The nonce's expiry if this server family issued it and it has not expired."""
-        if len(value) != 43:  # 32 bytes, unpadded base64url
-            return None
-        try:
-            raw = base64.urlsafe_b64decode(value + "=")
-        except (binascii.Error, ValueError):
-            return None
-        head, mac = raw[:16], raw[16:]
-        if len(raw) != self.RAW_SIZE or not hmac.compare_digest(
-                hmac.digest(self._key, head, "sha256")[:16], mac):
-            return None
-        expiry = dt.datetime.fromtimestamp(self._EXPIRY.unpack(head[:8])[0], dt.UTC)
-        return expiry if expiry > self._clock.now() else None
-
-
 def new_id() -> str:
     return secrets.token_urlsafe(12)
-
-
-@dataclasses.dataclass(frozen=True)
-class Identifier:
-    type: str  # "dns" | "ip"
-    value: str
-
-    def as_json(self) -> dict[str, str]:
-        return {"type": self.type, "value": self.value}
-
-
-@dataclasses.dataclass(frozen=True)
-class Account:
-    id: str
-    profile: str
-    thumbprint: str
-    jwk: dict[str, Any]
-    status: str  # valid | deactivated | revoked
-    contact: tuple[str, ...]
-    tos_agreed: bool
-    eab_kid: str | None
-    created_at: dt.datetime
-
-
-@dataclasses.dataclass(frozen=True)
-class Challenge:
-    id: str
-    authz_id: str
-    type: str
-    token: str
-    status: str  # pending | processing | valid | invalid
-    validated_at: dt.datetime | None
-    error: dict[str, Any] | None
-
-
-@dataclasses.dataclass(frozen=True)
-class Authorization:
-    id: str
-    account_id: str
-    profile: str
-    identifier: Identifier
-    wildcard: bool
-    status: str  # pending | valid | invalid | deactivated | expired | revoked
-    expires_at: dt.datetime
-    created_at: dt.datetime
-    challenges: tuple[Challenge, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class Order:
-    id: str
-    account_id: str
-    profile: str
-    status: str  # pending | ready | processing | valid | invalid
-    identifiers: tuple[Identifier, ...]
-    authz_ids: tuple[str, ...]
-    not_before: dt.datetime | None
-    not_after: dt.datetime | None
-    expires_at: dt.datetime
-    error: dict[str, Any] | None
-    serial: str | None
-    request_id: str | None
-    created_at: dt.datetime
-    replaces: str | None = None
 
 
 def _account(r: Any) -> Account:
@@ -226,11 +140,11 @@ def _order(r: Any) -> Order:
                  r.created_at, r.replaces)
 
 
-class AcmeState:
+class AcmeRepository:
     def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
         self.clock = clock
-        self.nonces = NonceIssuer(self._nonce_key(), clock)
+        self._nonce_key = self._load_nonce_key()
         insert = (postgresql.insert(NONCES) if store.engine.dialect.name == "postgresql"
                   else sqlite.insert(NONCES))
         # RETURNING tells whether the row went in (psycopg reports no rowcount for it).
@@ -238,39 +152,33 @@ class AcmeState:
             index_elements=[NONCES.c.value]).returning(NONCES.c.value)
         self._redeemed = 0
 
-    def _nonce_key(self) -> bytes:
+    def _load_nonce_key(self) -> bytes:
         """The replicas' shared nonce MAC key: made by the first server that needs it."""
         with self.store.state_write() as conn:
-            value = self.store.setting(_NONCE_KEY_SETTING, conn)
+            value = self.store.setting(NONCE_KEY_SETTING, conn)
             if value is None:
                 value = secrets.token_hex(32)
-                self.store.put_setting(conn, _NONCE_KEY_SETTING, value)
+                self.store.put_setting(conn, NONCE_KEY_SETTING, value)
         return bytes.fromhex(value)
 
     # -- nonces (RFC 8555 6.5) ----------------------------------------------------------
 
-    def new_nonce(self, lifetime: dt.timedelta) -> str:
-        return self.nonces.issue(lifetime)
+    def nonce_key(self) -> bytes:
+        return self._nonce_key
 
-    def redeem_nonce(self, value: str) -> bool:
-        """True exactly once per issued, unexpired nonce, across every replica."""
-        expiry = self.nonces.check(value)
-        if expiry is None:
-            return False
+    def redeem_nonce(self, value: str, expires_at: dt.datetime) -> bool:
+        """Record the redemption of a nonce whose MAC and expiry the caller checked: true
+        for the first redemption of ``value`` on any replica, false for every later one."""
         with self.store.state_write() as conn:
             redeemed = conn.execute(self._nonce_redeem,
-                                    {"value": value, "expires_at": expiry}).first() is not None
+                                    {"value": value, "expires_at": expires_at}
+                                    ).first() is not None
             self._redeemed += 1
-            if self._redeemed % 64 == 0:
+            if self._redeemed % SWEEP_EVERY == 0:
                 # Now and then, forget nonces that have expired: their MAC check refuses
                 # them from now on, so their rows are no longer needed.
                 conn.execute(_NONCE_SWEEP, {"now": self.clock.now()})
         return redeemed
-
-    def redeem_and_issue_nonce(self, value: str, lifetime: dt.timedelta) -> tuple[bool, str]:
-        """``redeem_nonce(value)``, and a fresh nonce for the reply. The fresh nonce comes
-        even when the redemption fails (RFC 8555 6.5: a badNonce error carries one too)."""
-        return self.redeem_nonce(value), self.nonces.issue(lifetime)
 
     # -- accounts -----------------------------------------------------------------------
 
@@ -281,46 +189,50 @@ class AcmeState:
 
     def account_by_key(self, profile: str, thumbprint: str) -> Account | None:
         with self.store.read() as conn:
-            r = conn.execute(sa.select(ACCOUNTS).where(
-                ACCOUNTS.c.profile == profile, ACCOUNTS.c.thumbprint == thumbprint)).first()
+            r = conn.execute(_ACCOUNT_BY_KEY, {"profile": profile,
+                                               "thumbprint": thumbprint}).first()
         return _account(r) if r else None
 
     def create_account(self, *, profile: str, thumbprint: str, jwk: dict[str, Any],
-                       contact: list[str], tos_agreed: bool, eab_kid: str | None
+                       contact: tuple[str, ...], tos_agreed: bool, eab_kid: str | None
                        ) -> tuple[Account, bool]:
-        """Create the account for this key, or return the existing one (created=False).
-
-        With EAB the key is bound in the same transaction: one EAB key, one account.
-        """
+        """Create the account for this key, or return the one a concurrent request just
+        created for it (created=False). With EAB the key is bound in the same
+        transaction: one EAB key, one account (EabKeyAlreadyBound otherwise)."""
         now = self.clock.now()
         account_id = new_id()
         try:
             with self.store.state_write(savepoint=True) as conn:
-                if eab_kid is not None:
-                    bound = conn.execute(EAB.update().where(
-                        EAB.c.kid == eab_kid, EAB.c.account_id.is_(None)
-                    ).values(account_id=account_id))
-                    if bound.rowcount != 1:
-                        raise EabAlreadyUsed(eab_kid)
-                conn.execute(ACCOUNTS.insert().values(
-                    id=account_id, profile=profile, thumbprint=thumbprint,
-                    jwk=json.dumps(jwk, sort_keys=True), status="valid",
-                    contact=json.dumps(contact), tos_agreed=tos_agreed, eab_kid=eab_kid,
-                    created_at=now))
+                if eab_kid is not None and conn.execute(
+                        _EAB_BIND, {"key": eab_kid, "account": account_id}).rowcount != 1:
+                    raise EabKeyAlreadyBound(eab_kid)
+                conn.execute(_ACCOUNT_INSERT, {
+                    "id": account_id, "profile": profile, "thumbprint": thumbprint,
+                    "jwk": json.dumps(jwk, sort_keys=True), "status": "valid",
+                    "contact": json.dumps(list(contact)), "tos_agreed": tos_agreed,
+                    "eab_kid": eab_kid, "created_at": now})
         except sa.exc.IntegrityError:
             existing = self.account_by_key(profile, thumbprint)
             if existing is None:
-                raise
+                raise AcmeConflict("the account could not be created; try again") from None
             return existing, False
         account = self.account(account_id)
         assert account is not None
         return account, True
 
-    def update_account(self, account_id: str, **values: Any) -> Account:
-        if "contact" in values:
-            values["contact"] = json.dumps(list(values["contact"]))
-        if "jwk" in values:
-            values["jwk"] = json.dumps(values["jwk"], sort_keys=True)
+    def update_contact(self, account_id: str, contact: tuple[str, ...]) -> Account:
+        return self._update_account(account_id, contact=json.dumps(list(contact)))
+
+    def change_key(self, account_id: str, jwk: dict[str, Any], thumbprint: str) -> Account:
+        """Give the account a new key (RFC 8555 7.3.5); AccountKeyInUse when another
+        account of the profile holds it (its unique key settles a race)."""
+        try:
+            return self._update_account(account_id, jwk=json.dumps(jwk, sort_keys=True),
+                                        thumbprint=thumbprint)
+        except sa.exc.IntegrityError:
+            raise AccountKeyInUse() from None
+
+    def _update_account(self, account_id: str, **values: Any) -> Account:
         with self.store.state_write(savepoint=True) as conn:
             conn.execute(ACCOUNTS.update().where(ACCOUNTS.c.id == account_id).values(**values))
         account = self.account(account_id)
@@ -349,11 +261,10 @@ class AcmeState:
                                              expires_at=expires_at))
         return kid
 
-    def eab(self, kid: str) -> tuple[str, str, dt.datetime | None, str | None] | None:
-        """(profile, hmac_key, expires_at, account_id) of an EAB key id."""
+    def eab(self, kid: str) -> EabKey | None:
         with self.store.read() as conn:
             r = conn.execute(sa.select(EAB).where(EAB.c.kid == kid)).first()
-        return (r.profile, r.hmac_key, r.expires_at, r.account_id) if r else None
+        return EabKey(r.kid, r.profile, r.hmac_key, r.expires_at, r.account_id) if r else None
 
     # -- authorizations and challenges ---------------------------------------------------
 
@@ -364,6 +275,13 @@ class AcmeState:
                 return None
             chals = conn.execute(_CHALLENGES_OF_AUTHZ, {"id": authz_id}).all()
         return _authz(r, tuple(_challenge(c) for c in chals))
+
+    def authorization_states(self, authz_ids: tuple[str, ...]
+                             ) -> list[tuple[str, dt.datetime]]:
+        """(status, expires_at) of each of these authorizations, in one query."""
+        with self.store.read() as conn:
+            rows = conn.execute(_AUTHZ_STATES, {"ids": list(authz_ids)}).all()
+        return [(r.status, r.expires_at) for r in rows]
 
     def challenge(self, challenge_id: str) -> Challenge | None:
         with self.store.read() as conn:
@@ -417,15 +335,15 @@ class AcmeState:
                      not_before: dt.datetime | None, not_after: dt.datetime | None,
                      order_lifetime: dt.timedelta, authz_lifetime: dt.timedelta,
                      replaces: str | None = None) -> Order:
-        """Create an order, reusing the account's valid authorizations for its names."""
+        """Create an order, reusing the account's valid authorizations for its names.
+        CertificateAlreadyReplaced when a live order already replaces ``replaces``."""
         now = self.clock.now()
         order_id = new_id()
         authz_ids: list[str] = []
         with self.store.state_write() as conn:
             if replaces is not None and conn.execute(
-                    sa.select(ORDERS.c.id).where(ORDERS.c.replaces == replaces,
-                                                 ORDERS.c.status != "invalid")).first():
-                raise AlreadyReplaced(replaces)
+                    _ORDER_REPLACING, {"certid": replaces}).first() is not None:
+                raise CertificateAlreadyReplaced(replaces)
             for ident, wildcard in identifiers:
                 reuse = conn.execute(_AUTHZ_REUSE, {
                     "account_id": account_id, "profile": profile, "type": ident.type,
@@ -453,49 +371,27 @@ class AcmeState:
                 "authorizations": json.dumps(authz_ids), "not_before": not_before,
                 "not_after": not_after, "expires_at": now + order_lifetime, "error": None,
                 "serial": None, "request_id": None, "created_at": now, "replaces": replaces})
-            order = self.order(order_id, conn)
+            order = self._order(conn, order_id)
         assert order is not None
         return order
 
-    def order(self, order_id: str, conn: Connection | None = None) -> Order | None:
-        if conn is not None:
-            r = conn.execute(_ORDER_BY_ID, {"id": order_id}).first()
-        else:
-            with self.store.read() as c:
-                r = c.execute(_ORDER_BY_ID, {"id": order_id}).first()
+    @staticmethod
+    def _order(conn: Connection, order_id: str) -> Order | None:
+        r = conn.execute(_ORDER_BY_ID, {"id": order_id}).first()
         return _order(r) if r else None
 
-    def refresh_order(self, order: Order) -> Order:
-        """Move a pending order on from its authorizations' states (RFC 8555 7.1.6)."""
-        if order.status not in ("pending", "ready"):
-            return order
-        now = self.clock.now()
-        if order.expires_at <= now:
-            new_status = "invalid"
-            error: dict[str, Any] | None = {"type": "urn:ietf:params:acme:error:malformed",
-                                            "detail": "the order expired", "status": 400}
-        else:
-            with self.store.read() as conn:
-                rows = conn.execute(_AUTHZ_STATES, {"ids": list(order.authz_ids)}).all()
-            statuses = ["expired" if r.status in ("pending", "valid") and r.expires_at <= now
-                        else r.status for r in rows]
-            error = None
-            if any(s in ("invalid", "deactivated", "expired", "revoked") for s in statuses):
-                new_status = "invalid"
-                error = {"type": "urn:ietf:params:acme:error:unauthorized",
-                         "detail": "an authorization of this order is not valid",
-                         "status": 403}
-            elif statuses and all(s == "valid" for s in statuses):
-                new_status = "ready"
-            else:
-                new_status = "pending"
-        if new_status == order.status:
-            return order
+    def order(self, order_id: str) -> Order | None:
+        with self.store.read() as conn:
+            return self._order(conn, order_id)
+
+    def move_order(self, order: Order, status: str, error: dict[str, Any] | None) -> Order:
+        """Move an order from the status it was read in to ``status``; a concurrent move
+        wins (the order is returned as it is then)."""
         with self.store.state_write() as conn:
             conn.execute(_ORDER_MOVE, {"key": order.id, "was": order.status,
-                                       "new_status": new_status,
+                                       "new_status": status,
                                        "new_error": json.dumps(error) if error else None})
-            fresh = self.order(order.id, conn)
+            fresh = self._order(conn, order.id)
         assert fresh is not None
         return fresh
 
@@ -507,6 +403,8 @@ class AcmeState:
     def end_finalize(self, order_id: str, *, serial: str | None = None,
                      request_id: str | None = None, error: dict[str, Any] | None = None
                      ) -> Order:
+        """processing -> valid (``serial``), invalid (``error``), or still processing,
+        waiting for an operator's decision on held request ``request_id``."""
         values: dict[str, Any]
         if serial is not None:
             values = {"status": "valid", "serial": serial}
@@ -519,7 +417,7 @@ class AcmeState:
                 conn.execute(_ORDER_ISSUED, {"key": order_id, "new_serial": serial})
             else:
                 conn.execute(ORDERS.update().where(ORDERS.c.id == order_id).values(**values))
-            order = self.order(order_id, conn)
+            order = self._order(conn, order_id)
         assert order is not None
         return order
 
@@ -560,9 +458,4 @@ class AcmeState:
                                                       "now": self.clock.now()}).scalar_one())
 
 
-class EabAlreadyUsed(Exception):
-    pass
-
-
-class AlreadyReplaced(Exception):
-    pass
+repositories.register("acme", AcmeRepository)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from certwright.acme.config import AcmeProfile, AcmeSettings
 from certwright.ca.frontend import FrontEnd, Rendered
 
 if TYPE_CHECKING:
@@ -31,5 +32,7 @@ FRONTEND = FrontEnd(
     prefixes=("/acme/",),
     app=_app,
     render_transport_error=_transport_error,
+    settings=AcmeSettings,
+    profile_settings=AcmeProfile,
     cli="certwright.commands:acme",
 )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from certwright.ca.frontend import FrontEnd
+from certwright.monitor.config import MonitorSettings, check_profiles
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -31,5 +32,7 @@ FRONTEND = FrontEnd(
     enrolls=False,
     routes=_routes,
     background=_evaluate_forever,
+    settings=MonitorSettings,
+    check_config=check_profiles,
     cli="certwright.monitor.cli:monitor",
 )

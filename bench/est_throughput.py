@@ -62,9 +62,9 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 from issuance import Bare, fresh_ca, make_csrs, rate
 
+from certwright import registry
 from certwright.ca import datadir
 from certwright.ca.policy import EnrollmentRequest, Requester
-from certwright.ca.profiles import Protocol
 from certwright.ca.service import CertificateAuthority, Issued
 from certwright.pki import csr as csrlib
 from certwright.pki.keys import load_private_key
@@ -99,7 +99,7 @@ def enroll_in_process(ca: CertificateAuthority, pems: Sequence[bytes]) -> None:
     requester = Requester("bench", "est")
     for pem in pems:
         out = ca.enroll(EnrollmentRequest(profile=PROFILE, csr=csrlib.load(pem),
-                                          requester=requester, protocol=Protocol.CLI))
+                                          requester=requester, protocol=registry.LOCAL))
         if not isinstance(out, Issued):
             raise SystemExit(f"expected a certificate, got {out!r}")
 
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       critical=False).sign(k, hashes.SHA256()))
                 out = ca.enroll(EnrollmentRequest(profile=PROFILE, csr=csr,
                                                   requester=Requester("bench", "setup"),
-                                                  protocol=Protocol.CLI))
+                                                  protocol=registry.LOCAL))
                 assert isinstance(out, Issued)
                 cert_path, key_path = work / f"{name}.pem", work / f"{name}.key"
                 cert_path.write_bytes(out.certificate.public_bytes(serialization.Encoding.PEM))

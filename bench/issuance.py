@@ -46,9 +46,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
+from certwright import registry
 from certwright.ca import datadir, lint
 from certwright.ca.policy import EnrollmentRequest, Requester
-from certwright.ca.profiles import Protocol
 from certwright.ca.service import CertificateAuthority, Issued
 from certwright.pki import csr as csrlib
 from certwright.pki.keys import CA_KEY_TYPES, load_private_key, signature_hash
@@ -165,7 +165,7 @@ def enroll_all(ca: CertificateAuthority, pems: Sequence[bytes]) -> None:
     for pem in pems:
         csr = csrlib.load(pem)
         out = ca.enroll(EnrollmentRequest(profile=PROFILE, csr=csr, requester=requester,
-                                          protocol=Protocol.CLI))
+                                          protocol=registry.LOCAL))
         if not isinstance(out, Issued):
             raise SystemExit(f"expected an issued certificate, got {out!r}")
 

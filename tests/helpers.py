@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from certwright.ca.policy import EnrollmentRequest, Requester
-from certwright.ca.profiles import Protocol
 
 
 def key(kind: str = "p256") -> Any:
@@ -62,6 +61,6 @@ def csr_pem(*args: Any, **kwargs: Any) -> bytes:
 
 
 def request(c: x509.CertificateSigningRequest, profile: str = "tls-server",
-            protocol: Protocol = Protocol.CLI, **kwargs: Any) -> EnrollmentRequest:
+            protocol: str = "cli", **kwargs: Any) -> EnrollmentRequest:
     return EnrollmentRequest(profile=profile, csr=c, requester=Requester("test", "pytest"),
                              protocol=protocol, **kwargs)

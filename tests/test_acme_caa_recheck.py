@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 from starlette.applications import Starlette
 
+from certwright.acme import config as acmeconfig
 from certwright.acme.app import acme_storage
 from certwright.acme.ports import AcmeStorage
 from certwright.acme.server import AcmeServer
@@ -87,7 +88,7 @@ def world(ca_dir: Path, clock: FakeClock, tmp_path: Path
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         with datadir.opened(ca_dir, clock=clock) as ca:
             state = acme_storage(ca)
-            server = AcmeServer(ca, state, Validator(settings_from(ca.config.acme)))
+            server = AcmeServer(ca, state, Validator(settings_from(acmeconfig.settings(ca.config))))
             with in_thread(Starlette(routes=server.routes())) as base:
                 client = Local(base)
                 try:

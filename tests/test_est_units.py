@@ -27,10 +27,11 @@ from pyasn1_alt_modules import rfc7030
 import certwright.est
 from certwright.ca import credentials, policy
 from certwright.ca.policy import Issue, Pending, Reject
-from certwright.ca.profiles import Profile, Protocol, parse_config_text
+from certwright.ca.profiles import Profile, parse_config_text, profile_model
 from certwright.ca.service import CertificateAuthority, Issued
 from certwright.clock import FakeClock
 from certwright.errors import CertwrightError, ErrorKind
+from certwright.est import config as estconfig
 from certwright.est import wire
 from certwright.est.app import est_routes
 from certwright.est.enroll import SEAL_CONTEXT
@@ -123,7 +124,7 @@ def _attrs(profile: Profile) -> list[tuple[str, list[str]]]:
 
 
 def test_ok_csr_attributes_follow_the_profile() -> None:
-    p = Profile.model_validate({"keys": {"rsa": False, "ecdsa_curves": ["P-256"],
+    p = profile_model().model_validate({"keys": {"rsa": False, "ecdsa_curves": ["P-256"],
                                          "ed25519": True},
                                 "est": {"tls_unique_pop": True}})
     assert _attrs(p) == [
@@ -132,7 +133,7 @@ def test_ok_csr_attributes_follow_the_profile() -> None:
         (wire.OID_ED25519, []),
         (wire.OID_EXTENSION_REQUEST, [wire.OID_SUBJECT_ALT_NAME]),
     ]
-    rsa_only = Profile.model_validate({"keys": {"ecdsa_curves": [], "rsa_min_bits": 3072}})
+    rsa_only = profile_model().model_validate({"keys": {"ecdsa_curves": [], "rsa_min_bits": 3072}})
     assert _attrs(rsa_only) == [(wire.OID_RSA_ENCRYPTION, ["3072"]),
                                 (wire.OID_EXTENSION_REQUEST, [wire.OID_SUBJECT_ALT_NAME])]
 
@@ -169,7 +170,7 @@ def test_fail_est_settings(case: str, text: str, expected: str) -> None:
 def test_ok_est_label_defaults_to_profile_name() -> None:
     config = parse_config_text(BASE + "  b:\n    protocols: [est]\n    est: {label: bee}\n"
                                "  c:\n    est: {label: a}\n", "cw.yaml")
-    assert (config.est_label("a"), config.est_label("b")) == ("a", "bee")
+    assert (estconfig.label(config, "a"), estconfig.label(config, "b")) == ("a", "bee")
 
 
 # -- the RA's rules for renewal and server-side key generation ---------------------------------
@@ -184,7 +185,7 @@ def _renewed(ca: CertificateAuthority, names: list[str]) -> x509.Certificate:
 def test_ok_renewal_with_the_same_names_and_a_new_key(ca: CertificateAuthority) -> None:
     old = _renewed(ca, ["r.internal"])
     decision = policy.decide(ca.config, request(csr(["r.internal"], cn="r.internal"),
-                             profile="tls-client", protocol=Protocol.EST, renews=old),
+                             profile="tls-client", protocol="est", renews=old),
                              ca.clock.now())
     assert isinstance(decision, Issue)
 
@@ -197,30 +198,29 @@ def test_ok_renewal_with_the_same_names_and_a_new_key(ca: CertificateAuthority) 
 def test_fail_renewal_changing_names(ca: CertificateAuthority, case: str, names: list[str],
                                      cn: str | None) -> None:
     old = _renewed(ca, ["r.internal"])
-    req = request(csr(names, cn=cn), profile="tls-client", protocol=Protocol.EST, renews=old)
+    req = request(csr(names, cn=cn), profile="tls-client", protocol="est", renews=old)
     decision = policy.decide(ca.config, req, ca.clock.now())
     assert isinstance(decision, Reject), case
-    assert decision.error.rule == "est.reenroll_allow_changes"
+    assert decision.error.rule == "renewal_may_change_names"
     assert decision.error.kind is ErrorKind.REJECTED_IDENTIFIER
 
 
 def test_ok_renewal_changes_where_the_profile_allows_them(ca: CertificateAuthority) -> None:
     old = _renewed(ca, ["r.internal"])
     profile = ca.config.profiles["tls-client"]
-    relaxed = profile.model_copy(update={"est": profile.est.model_copy(
-        update={"reenroll_allow_changes": True})})
+    relaxed = profile.model_copy(update={"renewal_may_change_names": True})
     config = ca.config.model_copy(update={"profiles": {**ca.config.profiles,
                                                        "tls-client": relaxed}})
-    req = request(csr(["s.internal"]), profile="tls-client", protocol=Protocol.EST, renews=old)
+    req = request(csr(["s.internal"]), profile="tls-client", protocol="est", renews=old)
     assert isinstance(policy.decide(config, req, ca.clock.now()), Issue)
 
 
 def test_fail_server_keygen_where_the_profile_forbids_it(ca: CertificateAuthority) -> None:
-    refused = policy.decide(ca.config, request(csr(["k.internal"]), protocol=Protocol.EST,
+    refused = policy.decide(ca.config, request(csr(["k.internal"]), protocol="est",
                                                server_keygen=True), ca.clock.now())
-    assert isinstance(refused, Reject) and refused.error.rule == "est.serverkeygen"
+    assert isinstance(refused, Reject) and refused.error.rule == "server_keygen"
     held = policy.decide(ca.config, request(csr(["k.devices.internal"]), profile="device",
-                                            protocol=Protocol.EST, server_keygen=True),
+                                            protocol="est", server_keygen=True),
                          ca.clock.now())
     assert isinstance(held, Pending)  # allowed, and device needs an operator
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 from cryptography.x509 import ocsp
 
+from certwright import registry
 from certwright.ca import builtin, datadir, lint
 from certwright.ca.keys import (
     Decrypter,
@@ -26,7 +27,7 @@ from certwright.ca.keys import (
     Signer,
     SoftwareKeyProvider,
 )
-from certwright.ca.profiles import Protocol, parse_config_text
+from certwright.ca.profiles import parse_config_text
 from certwright.ca.service import CertificateAuthority, Issued
 from certwright.clock import FakeClock
 from certwright.errors import CertwrightError, ErrorKind
@@ -384,9 +385,9 @@ def test_ok_listener_certificate_through_the_ra(ca: CertificateAuthority,
     assert ca.store.count_certificates() == 1
 
 
-@pytest.mark.parametrize("protocol", [p for p in Protocol if p is not Protocol.INTERNAL])
+@pytest.mark.parametrize("protocol", [p for p in registry.protocol_names() if p != registry.INTERNAL])
 def test_fail_no_front_end_enrolls_under_the_listener_profile(
-        ca: CertificateAuthority, protocol: Protocol) -> None:
+        ca: CertificateAuthority, protocol: str) -> None:
     with pytest.raises(CertwrightError) as e:
         ca.enroll(request(csr(["localhost"]), profile=builtin.HTTPS_LISTENER,
                           protocol=protocol))
@@ -403,7 +404,7 @@ def test_fail_listener_profile_allows_only_the_hostnames(
         ca: CertificateAuthority, case: str, names: list[str], rule: str) -> None:
     with pytest.raises(CertwrightError) as e:
         ca.enroll(request(csr(names), profile=builtin.HTTPS_LISTENER,
-                          protocol=Protocol.INTERNAL))
+                          protocol="internal"))
     assert e.value.rule == rule, case
 
 
@@ -413,7 +414,7 @@ def test_ok_listener_profile_follows_the_hostnames() -> None:
         "profiles: {p: {names: {dns: ['*.internal']}}}\ndefault_profile: p\n", "x")
     profile = builtin.profile(config, builtin.HTTPS_LISTENER)
     assert profile is not None
-    assert profile.protocols == (Protocol.INTERNAL,)
+    assert profile.protocols == ("internal",)
     assert profile.names.dns == ("ca.internal",)
     assert [str(n) for n in profile.names.ip] == ["127.0.0.1/32", "::1/128"]
     assert (profile.key_usage, profile.extended_key_usage) == (

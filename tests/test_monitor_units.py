@@ -239,7 +239,7 @@ def test_ok_webhook_signed_and_retried(mca: CertificateAuthority, clock: FakeClo
                                        ca_dir: Path) -> None:
     secret = write_secret(ca_dir)
     with receiving(fail_first=2) as hook:
-        from certwright.ca.profiles import WebhookSettings
+        from certwright.monitor.config import WebhookSettings
 
         sink = WebhookSink(WebhookSettings.model_validate(
             {"url": hook.url, "secret_file": secret, "backoff": "1s", "attempts": 3}),
@@ -258,7 +258,7 @@ def test_ok_webhook_signed_and_retried(mca: CertificateAuthority, clock: FakeClo
 
 
 def test_fail_webhook_refused_is_not_retried_in_place(ca_dir: Path) -> None:
-    from certwright.ca.profiles import WebhookSettings
+    from certwright.monitor.config import WebhookSettings
 
     secret = write_secret(ca_dir)
     sink = WebhookSink(WebhookSettings.model_validate(
@@ -279,7 +279,7 @@ def test_ok_smtp_alert_received(mca: CertificateAuthority, clock: FakeClock) -> 
     controller = Controller(Handler(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        from certwright.ca.profiles import SmtpSettings
+        from certwright.monitor.config import SmtpSettings
 
         sink = SmtpSink(SmtpSettings.model_validate(
             {"host": "127.0.0.1", "port": port, "from": "ca@example.test",

@@ -9,7 +9,7 @@ import pytest
 from certwright.ca import policy
 from certwright.ca.datadir import default_config
 from certwright.ca.policy import Issue, Pending, Reject
-from certwright.ca.profiles import Config, Protocol, parse_config_text
+from certwright.ca.profiles import Config, parse_config_text
 from certwright.errors import ErrorKind
 
 from .helpers import csr, key, request
@@ -131,7 +131,7 @@ def test_fail_unknown_profile(config: Config) -> None:
 
 
 def test_fail_protocol_not_allowed(config: Config) -> None:
-    d = decide(config, csr(["a.svc.internal"]), profile="tls-client", protocol=Protocol.ACME)
+    d = decide(config, csr(["a.svc.internal"]), profile="tls-client", protocol="acme")
     assert isinstance(d, Reject)
     assert d.error.rule == "protocols"
 

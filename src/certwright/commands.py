@@ -15,9 +15,9 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certwright import registry
 from certwright.ca import datadir
 from certwright.ca.policy import EnrollmentRequest, Requester
-from certwright.ca.profiles import Protocol
 from certwright.ca.revocation import Reason
 from certwright.ca.service import Held
 from certwright.cli import EXIT_PENDING, fail
@@ -136,7 +136,7 @@ def issue(data: Path, profile: str | None, csr_path: str, out: str | None,
                 raise CertwrightError(ErrorKind.MALFORMED, f"--validity: {e}") from None
         request = EnrollmentRequest(
             profile=profile or ca.config.default_profile, csr=csr,
-            requester=Requester("cli", operator), protocol=Protocol.CLI, not_after=not_after,
+            requester=Requester("cli", operator), protocol=registry.LOCAL, not_after=not_after,
         )
         outcome = ca.enroll(request)
     if isinstance(outcome, Held):

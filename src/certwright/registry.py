@@ -25,6 +25,10 @@ FRONTENDS = (
 # Issuance from the command line by an operator who can read the data directory.
 LOCAL = "cli"
 
+# The server's own requests (its HTTPS listener's certificate, ca/builtin.py): no
+# front-end sends them and no configured profile may accept them.
+INTERNAL = "internal"
+
 # Protocols a profile may already list (`certwright init` has always written them)
 # whose front-ends are not built yet: accepted, and nothing answers them.
 RESERVED = ("scep", "cmp")
@@ -41,4 +45,4 @@ def frontends() -> tuple[FrontEnd, ...]:
 
 def protocol_names() -> tuple[str, ...]:
     """Every name a profile's ``protocols`` may hold."""
-    return (*(f.name for f in frontends() if f.enrolls), *RESERVED, LOCAL)
+    return (*(f.name for f in frontends() if f.enrolls), *RESERVED, LOCAL, INTERNAL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from certwright.acme import config as acmeconfig
 from certwright.acme import jws
 from certwright.acme.auth import Authenticator, not_valid
 from certwright.acme.documents import account_doc, account_url, order_url
@@ -54,7 +55,7 @@ class Accounts:
         msg = NewAccount.from_json(payload)
         if msg.only_return_existing:
             raise AcmeProblem("accountDoesNotExist", "no account exists for this key", 400)
-        acme = ctx.profile.acme
+        acme = acmeconfig.profile_settings(ctx.profile)
         if acme.terms_of_service and not msg.terms_of_service_agreed:
             raise AcmeProblem("userActionRequired",
                               "you must agree to the terms of service", 403,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, cast
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from certwright.acme import config as acmeconfig
 from certwright.acme.ports import AcmeStorage
 from certwright.acme.server import AcmeServer
 from certwright.acme.validation import Validator, settings_from
@@ -23,7 +24,7 @@ def acme_storage(ca: CertificateAuthority) -> AcmeStorage:
 def acme_server(ca: CertificateAuthority) -> AcmeServer:
     storage = acme_storage(ca)
     storage.release_interrupted_challenges()
-    return AcmeServer(ca, storage, Validator(settings_from(ca.config.acme)))
+    return AcmeServer(ca, storage, Validator(settings_from(acmeconfig.settings(ca.config))))
 
 
 def acme_prefixes(ca: CertificateAuthority) -> dict[str, ASGIApp]:

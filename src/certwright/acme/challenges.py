@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from certwright.acme import config as acmeconfig
 from certwright.acme.accounts import requester
 from certwright.acme.auth import Authenticator
 from certwright.acme.documents import challenge_doc
@@ -36,7 +37,7 @@ class Challenges:
         self.validator = validator
         self.threads = threads
         # At most this many validations connect out at once (acme.max_concurrent_validations).
-        self._validations = asyncio.Semaphore(core.config.acme.max_concurrent_validations)
+        self._validations = asyncio.Semaphore(acmeconfig.settings(core.config).max_concurrent_validations)
 
     def challenge(self, ctx: Ctx) -> Reply:
         signed = self.auth.by_account(ctx)
@@ -71,10 +72,10 @@ class Challenges:
             try:
                 async with self._validations, asyncio.timeout(deadline):
                     host = ident.value.removeprefix("*.")
-                    if profile.acme.check_caa and ident.type == "dns":
+                    if acmeconfig.profile_settings(profile).check_caa and ident.type == "dns":
                         await self.validator.check_caa(ident.value, authz.wildcard,
-                                                       profile.acme.caa_identities)
-                    nets = profile.acme.validation_networks
+                                                       acmeconfig.profile_settings(profile).caa_identities)
+                    nets = acmeconfig.profile_settings(profile).validation_networks
                     if chal.type == "http-01":
                         await self.validator.http01(host, chal.token, key_auth, nets)
                     elif chal.type == "dns-01":
@@ -98,7 +99,7 @@ class Challenges:
     def _record_validation(self, account: Account, authz: Authorization, chal: Challenge,
                            error: dict[str, Any] | None) -> None:
         profile = self.core.config.profiles.get(authz.profile)
-        valid_for = (profile.acme.authorization_lifetime if profile is not None
+        valid_for = (acmeconfig.profile_settings(profile).authorization_lifetime if profile is not None
                      else dt.timedelta(days=1))
         with self.core.unit():  # the result and its audit record: one commit
             self.storage.finish_challenge(chal, error, valid_for)
@@ -119,7 +120,7 @@ class Challenges:
         DNS lookups never hold it. The result goes into ``ctx.caa_problem``, which
         finalize reveals only after it has authenticated the request and found the order
         to be the requester's."""
-        if not ctx.profile.acme.check_caa:
+        if not acmeconfig.profile_settings(ctx.profile).check_caa:
             return
         authzs = await self.threads.run(self._order_authorizations, ctx)
         stale = self.core.clock.now() - CAA_RECHECK_AFTER
@@ -134,7 +135,7 @@ class Challenges:
             try:
                 async with asyncio.timeout(self.validator.settings.timeout * 2):
                     await self.validator.check_caa(authz.identifier.value, authz.wildcard,
-                                                   ctx.profile.acme.caa_identities)
+                                                   acmeconfig.profile_settings(ctx.profile).caa_identities)
             except AcmeProblem as p:
                 subproblems.append(Subproblem(p.type, p.detail, authz.identifier.as_json()))
             except TimeoutError:

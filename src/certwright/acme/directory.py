@@ -10,6 +10,7 @@ import secrets
 import struct
 from typing import Any
 
+from certwright.acme import config as acmeconfig
 from certwright.acme.exchange import Ctx, Reply
 from certwright.acme.ports import AcmeStorage
 from certwright.clock import Clock
@@ -80,7 +81,7 @@ class Nonces:
 
 
 def directory(ctx: Ctx) -> Reply:
-    acme = ctx.profile.acme
+    acme = acmeconfig.profile_settings(ctx.profile)
     meta: dict[str, Any] = {"externalAccountRequired": acme.eab_required,
                             "caaIdentities": list(acme.caa_identities)}
     if acme.terms_of_service:

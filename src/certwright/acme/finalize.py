@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from certwright.acme import jws
 from certwright.acme.accounts import holds, requester
 from certwright.acme.auth import Authenticator
+from certwright.acme.config import PROTOCOL
 from certwright.acme.documents import order_doc, order_url
 from certwright.acme.exchange import PEM_CHAIN, Ctx, Reply
 from certwright.acme.messages import Finalize
@@ -19,7 +20,6 @@ from certwright.acme.ports import AcmeCore, AcmeStorage
 from certwright.acme.problems import AcmeProblem, from_error, not_found, server_internal
 from certwright.ca import policy
 from certwright.ca.policy import EnrollmentRequest
-from certwright.ca.profiles import Protocol
 from certwright.ca.service import Held, Issued
 from certwright.errors import CertwrightError
 from certwright.model.acme import Order
@@ -84,7 +84,7 @@ class Finalization:
         if not self.storage.begin_finalize(order.id):
             raise AcmeProblem("orderNotReady", "the order is already being finalized", 403)
         request = EnrollmentRequest(profile=order.profile, csr=csr,
-                                    requester=requester(account), protocol=Protocol.ACME,
+                                    requester=requester(account), protocol=PROTOCOL,
                                     not_before=order.not_before, not_after=order.not_after)
         try:
             outcome = self.core.enroll(request)

@@ -8,6 +8,7 @@ import datetime as dt
 import ipaddress
 from typing import Any
 
+from certwright.acme import config as acmeconfig
 from certwright.acme.accounts import holds
 from certwright.acme.auth import Authenticator
 from certwright.acme.documents import authz_doc, order_doc, order_url
@@ -134,7 +135,7 @@ def _challenge_types(profile: Profile, ident: Identifier, wildcard: bool) -> lis
         types = ["http-01", "tls-alpn-01"]  # RFC 8738 7: no dns-01 for IP addresses
     else:
         types = ["http-01", "dns-01", "tls-alpn-01"]
-    types = [t for t in types if t in profile.acme.challenges]
+    types = [t for t in types if t in acmeconfig.profile_settings(profile).challenges]
     if not types:
         raise AcmeProblem("rejectedIdentifier",
                           f"no challenge type this profile offers can prove {ident.value}",
@@ -153,7 +154,7 @@ class Orders:
         self.renewal = renewal
 
     def _rate_limit(self, ctx: Ctx, account: Account) -> None:
-        limits = ctx.profile.acme.rate_limits
+        limits = acmeconfig.profile_settings(ctx.profile).rate_limits
         now = self.core.clock.now()
         since = now - limits.window
         for scope, kwargs, limit in (
@@ -197,7 +198,7 @@ class Orders:
         if msg.replaces is not None:
             self._check_replaces(account, msg.replaces, identifiers)
         self._rate_limit(ctx, account)
-        acme = ctx.profile.acme
+        acme = acmeconfig.profile_settings(ctx.profile)
         try:
             order = self.storage.create_order(
                 account_id=account.id, profile=ctx.profile_name, identifiers=identifiers,

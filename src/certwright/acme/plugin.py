@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from certwright.acme.config import AcmeProfile, AcmeSettings
 from certwright.ca.frontend import FrontEnd, Rendered
 
 if TYPE_CHECKING:
@@ -35,5 +36,7 @@ FRONTEND = FrontEnd(
         "directory", "new-nonce", "new-account", "acct", "orders", "key-change",
         "new-order", "order", "finalize", "authz", "chall", "cert", "revoke-cert",
         "renewal-info"}),
+    settings=AcmeSettings,
+    profile_settings=AcmeProfile,
     cli="certwright.acme.cli:acme",
 )

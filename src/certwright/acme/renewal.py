@@ -7,6 +7,7 @@ import datetime as dt
 
 from cryptography import x509
 
+from certwright.acme import config as acmeconfig
 from certwright.acme import jws
 from certwright.acme.documents import rfc3339
 from certwright.acme.exchange import Ctx, Reply
@@ -46,8 +47,8 @@ class RenewalInfo:
             start, end = now - dt.timedelta(hours=1), now
         else:
             profiles = self.core.config.profiles
-            acme = (profiles[record.profile].acme if record.profile in profiles
-                    else ctx.profile.acme)
+            acme = acmeconfig.profile_settings(
+                profiles.get(record.profile, ctx.profile))
             life = record.not_after - record.not_before
             start = record.not_before + life * acme.renewal_window_start
             end = record.not_before + life * acme.renewal_window_end

@@ -21,10 +21,12 @@ from collections.abc import Awaitable, Callable
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from certwright.acme import config as acmeconfig
 from certwright.acme import directory
 from certwright.acme.accounts import Accounts
 from certwright.acme.auth import Authenticator
 from certwright.acme.challenges import Challenges
+from certwright.acme.config import PROTOCOL
 from certwright.acme.directory import Nonces
 from certwright.acme.exchange import PROBLEM, Ctx, Handler, Reply, Threads, problem_reply
 from certwright.acme.finalize import Finalization
@@ -35,7 +37,7 @@ from certwright.acme.renewal import RenewalInfo
 from certwright.acme.revocation import Revocation
 from certwright.acme.validation import Validator
 from certwright.asgi import AsgiEndpoint, read_body
-from certwright.ca.profiles import Profile, Protocol
+from certwright.ca.profiles import Profile
 from certwright.errors import CertwrightError
 
 log = logging.getLogger("certwright.acme")
@@ -74,7 +76,7 @@ class AcmeServer:
         self.storage = storage
         self.validator = validator
         self.threads = Threads()
-        self.nonces = Nonces(storage, core.clock, core.config.acme.nonce_lifetime)
+        self.nonces = Nonces(storage, core.clock, acmeconfig.settings(core.config).nonce_lifetime)
         self._tasks: set[asyncio.Task[None]] = set()
         auth = Authenticator(storage, self.nonces)
         renewal = RenewalInfo(core)
@@ -213,7 +215,7 @@ class AcmeServer:
 
     def _acme_profile(self, name: str) -> Profile:
         profile = self.core.config.profiles.get(name)
-        if profile is None or Protocol.ACME not in profile.protocols:
+        if profile is None or PROTOCOL not in profile.protocols:
             raise not_found(f"no ACME directory for profile {name!r}")
         return profile
 

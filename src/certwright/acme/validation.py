@@ -403,7 +403,7 @@ def _url_host(host: str) -> str:
 
 def settings_from(acme: object) -> Settings:
     """Build Settings from the configuration's ``acme`` section."""
-    from certwright.ca.profiles import AcmeSettings
+    from certwright.acme.config import AcmeSettings
 
     assert isinstance(acme, AcmeSettings)
     return Settings(resolver=acme.dns_resolver, http01_port=acme.http01_port,

@@ -4,7 +4,7 @@ They go through the RA like any request (``policy.check`` looks them up before t
 configured profiles), so they are decided, signed, stored and audited on the same path
 as every front-end's. Their names start with "_", which a configured profile name
 cannot (``profiles.Config``), so certwright.yaml can neither shadow nor widen them; they
-accept only ``Protocol.INTERNAL``, which no front-end sends, so no client enrolls under
+accept only ``registry.INTERNAL``, which no front-end sends, so no client enrolls under
 them.
 """
 
@@ -16,13 +16,13 @@ import ipaddress
 
 from pydantic import ValidationError
 
+from certwright import registry
 from certwright.ca.profiles import (
     Approval,
     Config,
     KeyRules,
     NameRules,
     Profile,
-    Protocol,
     Validity,
 )
 from certwright.errors import CertwrightError, config_error
@@ -62,7 +62,7 @@ def https_listener(hostnames: tuple[str, ...]) -> Profile:
     try:
         return Profile(
             description="the server's own HTTPS listener",
-            protocols=(Protocol.INTERNAL,),
+            protocols=(registry.INTERNAL,),
             approval=Approval.AUTO,
             # The key the listener generates for itself (listener_cert.py).
             keys=KeyRules(rsa=False, ecdsa_curves=("P-256",), ed25519=False),

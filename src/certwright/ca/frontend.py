@@ -69,6 +69,9 @@ class FrontEnd:
     settings: type[BaseModel] | None = None
     profile_settings: type[BaseModel] | None = None
     check_config: Callable[[Any], None] | None = None
+    # Rewrites a profile's raw mapping before validation: how a front-end keeps an older
+    # spelling of a protocol-neutral rule working (EST's serverkeygen).
+    adapt_profile: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     # Work it does in the background of the server's first process (the monitor's
     # periodic evaluation).
     background: Callable[[CertificateAuthority, Path], Coroutine[Any, Any, None]] | None = None

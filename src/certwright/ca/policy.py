@@ -14,7 +14,7 @@ import ipaddress
 from cryptography import x509
 
 from certwright.ca import builtin
-from certwright.ca.profiles import Approval, Config, Profile, Protocol
+from certwright.ca.profiles import Approval, Config, Profile
 from certwright.errors import CertwrightError, ErrorKind
 from certwright.pki import csr as csrlib
 from certwright.pki import keys
@@ -40,7 +40,7 @@ class EnrollmentRequest:
     profile: str
     csr: x509.CertificateSigningRequest
     requester: Requester
-    protocol: Protocol
+    protocol: str  # the front-end's name (certwright.registry)
     # Requested validity, when the protocol carries one (ACME newOrder, CMP, the CLI).
     not_before: dt.datetime | None = None
     not_after: dt.datetime | None = None
@@ -104,13 +104,13 @@ def check(config: Config, request: EnrollmentRequest, now: dt.datetime) -> Issue
         raise CertwrightError(
             ErrorKind.UNAUTHORIZED,
             f"profile {request.profile!r} does not accept requests over "
-            f"{request.protocol.value}",
+            f"{request.protocol}",
             rule="protocols",
         )
-    if request.server_keygen and not _server_keygen_allowed(profile, request.protocol):
+    if request.server_keygen and not profile.server_keygen:
         raise CertwrightError(
             ErrorKind.POLICY, "server-side key generation is not allowed by this profile",
-            rule="est.serverkeygen")
+            rule="server_keygen")
     key = check_key(profile, request.csr.public_key())
     names = csrlib.requested_names(request.csr)
     cn = common_name(request.csr.subject)
@@ -130,7 +130,7 @@ def check(config: Config, request: EnrollmentRequest, now: dt.datetime) -> Issue
         kept_cn = cn.strip().lower().rstrip(".") if names.dns else cn.strip()
         if len(kept_cn) > 64:  # RFC 5280 ub-common-name
             kept_cn = None
-    if request.renews is not None and not _renewal_may_change(profile, request.protocol):
+    if request.renews is not None and not profile.renewal_may_change_names:
         check_renewal(request.renews, names, kept_cn)
     not_before, not_after = check_validity(profile, request, now)
     return Issue(
@@ -143,14 +143,6 @@ def check(config: Config, request: EnrollmentRequest, now: dt.datetime) -> Issue
         not_before=not_before,
         not_after=not_after,
     )
-
-
-def _server_keygen_allowed(profile: Profile, protocol: Protocol) -> bool:
-    return protocol is Protocol.EST and profile.est.serverkeygen
-
-
-def _renewal_may_change(profile: Profile, protocol: Protocol) -> bool:
-    return protocol is Protocol.EST and profile.est.reenroll_allow_changes
 
 
 def check_renewal(old: x509.Certificate, names: Names, cn: str | None) -> None:
@@ -168,13 +160,13 @@ def check_renewal(old: x509.Certificate, names: Names, cn: str | None) -> None:
         raise CertwrightError(
             ErrorKind.REJECTED_IDENTIFIER,
             "a renewal must request the names of the certificate it renews "
-            f"({', '.join(sorted(old_names)) or 'none'})", rule="est.reenroll_allow_changes")
+            f"({', '.join(sorted(old_names)) or 'none'})", rule="renewal_may_change_names")
     old_cn = common_name(old.subject)
     if (old_cn or None) != (cn or None):
         raise CertwrightError(
             ErrorKind.REJECTED_IDENTIFIER,
             f"a renewal must keep the subject of the certificate it renews "
-            f"({old.subject.rfc4514_string() or 'empty'})", rule="est.reenroll_allow_changes")
+            f"({old.subject.rfc4514_string() or 'empty'})", rule="renewal_may_change_names")
 
 
 def _cn_as_name(cn: str) -> Names:

@@ -25,7 +25,7 @@ from certwright.ca import policy
 from certwright.ca.authority import AuditContext, Authority
 from certwright.ca.credentials import Credentials
 from certwright.ca.policy import EnrollmentRequest, Issue, Pending, Reject, Requester
-from certwright.ca.profiles import Config, Protocol
+from certwright.ca.profiles import Config
 from certwright.ca.revocation import CrlPublisher, OcspResponder, Reason
 from certwright.ca.transactions import Transactions
 from certwright.clock import Clock
@@ -178,7 +178,7 @@ class CertificateAuthority:
             raise
         ctx = AuditContext(
             actor=request.approved_by or str(request.requester),
-            protocol=request.protocol.value,
+            protocol=request.protocol,
             requester=str(request.requester),
             request_id=request_id,
             extra={"approved_by": request.approved_by} if request.approved_by else {},
@@ -190,7 +190,7 @@ class CertificateAuthority:
                          now: dt.datetime) -> None:
         self.store.audit(
             "request.rejected", actor=str(request.requester), subject=request.profile, at=now,
-            data={"protocol": request.protocol.value, "profile": request.profile,
+            data={"protocol": request.protocol, "profile": request.profile,
                   "names": list(_names_of(request.csr)), "reason": error.detail,
                   "rule": error.rule, "kind": error.kind.value},
         )
@@ -198,7 +198,7 @@ class CertificateAuthority:
     def _hold(self, request: EnrollmentRequest, decision: Pending, now: dt.datetime) -> Held:
         request_id = secrets.token_hex(8)
         record = RequestRecord(
-            id=request_id, profile=request.profile, protocol=request.protocol.value,
+            id=request_id, profile=request.profile, protocol=request.protocol,
             requester=str(request.requester),
             csr=request.csr.public_bytes(serialization.Encoding.DER),
             names=_names_of(request.csr), not_before=request.not_before,
@@ -209,7 +209,7 @@ class CertificateAuthority:
             self.store.insert_request(conn, record)
             self.store.append_audit(
                 conn, "request.pending", actor=str(request.requester), subject=request_id,
-                at=now, data={"protocol": request.protocol.value, "profile": request.profile,
+                at=now, data={"protocol": request.protocol, "profile": request.profile,
                               "names": list(record.names), "reason": decision.reason},
             )
         return Held(request_id, decision.reason)
@@ -229,7 +229,7 @@ class CertificateAuthority:
         request = EnrollmentRequest(
             profile=rec.profile, csr=x509.load_der_x509_csr(rec.csr),
             requester=Requester(*rec.requester.split(":", 1)),
-            protocol=Protocol(rec.protocol), not_before=rec.not_before,
+            protocol=rec.protocol, not_before=rec.not_before,
             not_after=rec.not_after, approved_by=operator,
         )
         now = self.clock.now()

@@ -8,9 +8,9 @@ from cryptography import x509
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from certwright.ca.profiles import Protocol
 from certwright.ca.service import CertificateAuthority
 from certwright.est.auth import load_anchors
+from certwright.est.config import PROTOCOL
 from certwright.est.server import EstServer
 
 __all__ = ["client_trust_anchors", "est_prefixes", "est_routes"]
@@ -40,6 +40,6 @@ def client_trust_anchors(ca: CertificateAuthority) -> list[x509.Certificate]:
     CA (simplereenroll) and every profile's est.client_trust_anchors (simpleenroll)."""
     found = [ca.root, *ca.chain]
     for name, certs in _anchors(ca).items():
-        if Protocol.EST in ca.config.profiles[name].protocols:
+        if PROTOCOL in ca.config.profiles[name].protocols:
             found += [c for c in certs if c not in found]
     return found

@@ -22,6 +22,7 @@ from certwright.ca.credentials import CredentialRefused
 from certwright.ca.policy import Requester
 from certwright.ca.profiles import Config
 from certwright.errors import config_error
+from certwright.est import config as estconfig
 from certwright.est.base import REENROLL, Ctx, EstError, Labels, unauthenticated
 from certwright.est.ports import PROTOCOL, Core
 from certwright.model.credentials import Credential
@@ -51,7 +52,7 @@ def load_anchors(config: Config, root: Path) -> dict[str, tuple[x509.Certificate
     anchors: dict[str, tuple[x509.Certificate, ...]] = {}
     for name, profile in config.profiles.items():
         certs: list[x509.Certificate] = []
-        for path in profile.est.client_trust_anchors:
+        for path in estconfig.profile_settings(profile).client_trust_anchors:
             full = path if path.is_absolute() else root / path
             try:
                 certs += x509.load_pem_x509_certificates(full.read_bytes())
@@ -119,7 +120,7 @@ class Authenticator:
         profile = cred.profile
         if not self.labels.accepts(profile):
             raise EstError(403, f"profile {profile!r} does not accept EST requests")
-        if not self.core.config.profiles[profile].est.basic_auth:
+        if not estconfig.profile_settings(self.core.config.profiles[profile]).basic_auth:
             self.credentials.audit_refusal("profile takes no passwords", name,
                                            profile=profile, client=client)
             raise EstError(403, f"profile {profile!r} does not accept EST credentials")

@@ -14,8 +14,10 @@ import dataclasses
 import logging
 from typing import Any
 
-from certwright.ca.profiles import Config, Protocol
+from certwright.ca.profiles import Config
 from certwright.errors import CertwrightError, meaning
+from certwright.est import config as estconfig
+from certwright.est.config import PROTOCOL
 
 __all__ = ["ENROLL", "GETS", "KEYGEN", "POSTS", "PREFIX", "REENROLL", "Ctx", "EstError",
            "Labels", "Reply", "render_error", "text", "unauthenticated"]
@@ -85,8 +87,8 @@ class Labels:
 
     def __init__(self, config: Config) -> None:
         self.default = config.default_profile
-        self.profiles = {config.est_label(name): name for name, p in config.profiles.items()
-                         if Protocol.EST in p.protocols}
+        self.profiles = {estconfig.label(config, name): name for name, p in config.profiles.items()
+                         if PROTOCOL in p.protocols}
 
     def accepts(self, profile: str) -> bool:
         return profile in self.profiles.values()

@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from certwright.ca import datadir
-from certwright.ca.profiles import Protocol
 from certwright.clioptions import DATA, OPERATOR, expires_at, table
 from certwright.errors import CertwrightError, ErrorKind
+from certwright.est import config as estconfig
 from certwright.est.ports import PROTOCOL
 from certwright.model.credentials import Credential
 
@@ -54,17 +54,17 @@ def credential_add(data: Path, name: str, profile: str, one_time: bool, expires:
     """
     with datadir.opened(data) as ca:
         p = ca.config.profile(profile)
-        if Protocol.EST not in p.protocols:
+        if PROTOCOL not in p.protocols:
             raise CertwrightError(ErrorKind.MALFORMED,
                                   f"profile {profile!r} does not accept EST requests")
-        if not p.est.basic_auth:
+        if not estconfig.profile_settings(p).basic_auth:
             raise CertwrightError(ErrorKind.MALFORMED,
                                   f"profile {profile!r} does not accept EST credentials "
                                   "(est.basic_auth is false)")
         until = expires_at(ca.clock.now(), expires)
         cred, password = ca.credentials(PROTOCOL).create(
             name, profile, actor=operator, one_time=one_time, expires_at=until)
-        label = ca.config.est_label(profile)
+        label = estconfig.label(ca.config, profile)
     click.echo(f"name: {cred.name}")
     click.echo(f"password: {password}")
     click.echo(f"profile: {profile} (https://HOST:PORT/.well-known/est/{label}/ or "

@@ -25,9 +25,10 @@ from cryptography.x509.oid import AttributeOID
 
 from certwright.ca.credentials import seal, unseal
 from certwright.ca.policy import EnrollmentRequest
-from certwright.ca.profiles import Approval, Profile, Protocol
+from certwright.ca.profiles import Approval, Profile
 from certwright.ca.service import Held
 from certwright.errors import CertwrightError, ErrorKind
+from certwright.est import config as estconfig
 from certwright.est import wire
 from certwright.est.auth import Authenticator, Principal
 from certwright.est.base import (
@@ -87,7 +88,7 @@ class Enrollment:
             raise EstError(415, f"Content-Type must be {wire.PKCS10}")
         csr = csrlib.load(ctx.body)
         profile = self.core.config.profiles[who.profile]
-        if profile.est.tls_unique_pop:
+        if estconfig.profile_settings(profile).tls_unique_pop:
             _check_pop(ctx, csr)
         tid = transaction_id(ctx.operation, _spki_sha256(csr.public_key()))
         manual = profile.approval is Approval.MANUAL
@@ -157,7 +158,7 @@ class Enrollment:
                                                 serialization.NoEncryption())
             csr = keygen.request_over(csr, private_key)
         return EnrollmentRequest(profile=who.profile, csr=csr, requester=who.requester,
-                                 protocol=Protocol.EST, renews=who.renews,
+                                 protocol=PROTOCOL, renews=who.renews,
                                  server_keygen=key_der is not None), key_der
 
     def _submit(self, request: EnrollmentRequest, key_der: bytes | None, who: Principal,
@@ -211,7 +212,7 @@ def _issued(cert: x509.Certificate, key_der: bytes | None) -> Reply:
 
 
 def _pending(request_id: str, reason: str, profile: Profile) -> Reply:
-    seconds = int(profile.est.retry_after.total_seconds())
+    seconds = int(estconfig.profile_settings(profile).retry_after.total_seconds())
     # RFC 7030 4.2.3: 202 and Retry-After; the client repeats the same request.
     return text(202, f"request {request_id} is pending: {reason}; repeat this request "
                 f"after {seconds} s", {"Retry-After": str(seconds)})

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from certwright.ca.frontend import FrontEnd
-from certwright.ca.profiles import EST_OPERATIONS
+from certwright.est.config import EST_OPERATIONS, EstProfile, check_labels
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -26,6 +26,19 @@ def _anchors(ca: CertificateAuthority) -> list[x509.Certificate]:
     return client_trust_anchors(ca)
 
 
+def _adapt(profile: dict[str, Any]) -> dict[str, Any]:
+    """``est.serverkeygen`` and ``est.reenroll_allow_changes`` used to be the only
+    switches for these rules; they now turn on the protocol-neutral ones too, so a
+    configuration written before keeps meaning what it meant."""
+    est = profile.get("est")
+    if isinstance(est, dict):
+        if est.get("serverkeygen") is True:
+            profile.setdefault("server_keygen", True)
+        if est.get("reenroll_allow_changes") is True:
+            profile.setdefault("renewal_may_change_names", True)
+    return profile
+
+
 FRONTEND = FrontEnd(
     name="est",
     # RFC 7030 3.2.2: every EST operation is under /.well-known/est/.
@@ -33,5 +46,8 @@ FRONTEND = FrontEnd(
     app=_app,
     trust_anchors=_anchors,
     endpoints=frozenset(EST_OPERATIONS),
+    profile_settings=EstProfile,
+    check_config=check_labels,
+    adapt_profile=_adapt,
     cli="certwright.est.cli:est",
 )

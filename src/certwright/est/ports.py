@@ -23,7 +23,7 @@ from certwright.model.transactions import Transaction
 __all__ = ["Core", "CredentialPort", "TransactionPort"]
 
 # The protocol name EST's credentials and transactions are kept under in the core.
-PROTOCOL = "est"
+from certwright.est.config import PROTOCOL as PROTOCOL
 
 
 class CredentialPort(Protocol):

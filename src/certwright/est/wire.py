@@ -18,6 +18,7 @@ from pyasn1.type import univ
 from pyasn1_alt_modules import rfc5652, rfc7030
 
 from certwright.ca.profiles import Profile
+from certwright.est import config as estconfig
 from certwright.pki import cms
 
 __all__ = ["CERTS_ONLY", "CSRATTRS", "PKCS8", "PKCS10", "b64_lines", "certs_only",
@@ -82,7 +83,7 @@ def csr_attributes(profile: Profile) -> bytes:
     minimum modulus size as an INTEGER value; Ed25519), and an extensionRequest naming
     subjectAltName, in the forms of RFC 7030's own example."""
     items: list[rfc7030.AttrOrOID] = []
-    if profile.est.tls_unique_pop:
+    if estconfig.profile_settings(profile).tls_unique_pop:
         items.append(_bare_oid(OID_CHALLENGE_PASSWORD))
     keys = profile.keys
     if keys.ecdsa_curves:

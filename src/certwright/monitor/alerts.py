@@ -24,9 +24,9 @@ from typing import Protocol
 
 import httpx
 
-from certwright.ca.profiles import SmtpSettings, WebhookSettings
 from certwright.errors import config_error
 from certwright.model.monitor import AlertEvent
+from certwright.monitor.config import SmtpSettings, WebhookSettings
 
 __all__ = ["SIGNATURE_HEADER", "AlertError", "Sink", "SmtpSink", "WebhookSink", "payload",
            "sign"]

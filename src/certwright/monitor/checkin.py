@@ -35,6 +35,7 @@ from certwright.clock import Clock
 from certwright.errors import CertwrightError, ErrorKind, meaning
 from certwright.model.certificates import parse_serial
 from certwright.model.monitor import AgentCheckIn, ReportedSpec
+from certwright.monitor import config as monitorconfig
 from certwright.monitor.storage import MonitorStorage, Repositories, storage_of
 from certwright.monitor.tokens import InvalidToken, Tokens
 from certwright.pki.names import canonical_names
@@ -247,7 +248,7 @@ class CheckinCore(Repositories, Protocol):
 def checkin_routes(ca: CheckinCore) -> list[Route]:
     """``POST /monitor/v1/checkin`` for ``build_https_app(mounts=...)``."""
     storage = storage_of(ca)
-    interval = int(ca.config.monitor.agents.interval.total_seconds())
+    interval = int(monitorconfig.settings(ca.config).agents.interval.total_seconds())
     limit = ca.config.server.max_body_bytes
 
     async def checkin(request: Request) -> Response:

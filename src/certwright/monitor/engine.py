@@ -13,11 +13,13 @@ from pathlib import Path
 
 from cryptography import x509
 
-from certwright.ca.profiles import Config, ExpectedEndpoint
+from certwright.ca.profiles import Config
 from certwright.clock import Clock
 from certwright.errors import CertwrightError
 from certwright.model.monitor import AlertEvent, Probe, StoredFinding, severity_rank
+from certwright.monitor import config as monitorconfig
 from certwright.monitor.alerts import AlertError, Sink, SmtpSink, WebhookSink
+from certwright.monitor.config import ExpectedEndpoint
 from certwright.monitor.evaluate import CertIndex, declared_expectations, evaluate
 from certwright.monitor.probe import probe_all
 from certwright.monitor.storage import MonitorCore, MonitorStorage, storage_of
@@ -46,7 +48,7 @@ class Monitor:
                  issuing: x509.Certificate, sinks: list[Sink] | None = None,
                  prober: Prober = probe_all) -> None:
         self.config = config
-        self.settings = config.monitor
+        self.settings = monitorconfig.settings(config)
         self.storage = storage
         self.clock = clock
         self.issuing = issuing
@@ -58,7 +60,7 @@ class Monitor:
     def for_ca(cls, ca: MonitorCore, data: Path) -> Monitor:
         """A monitor with the sinks ``monitor.alerts`` configures (secrets read now)."""
         stopping = threading.Event()
-        alerts = ca.config.monitor.alerts
+        alerts = monitorconfig.settings(ca.config).alerts
         sinks: list[Sink] = []
         if alerts.webhook is not None:
             sinks.append(WebhookSink(alerts.webhook, data, stopping=stopping))
@@ -116,7 +118,7 @@ async def run_forever(ca: MonitorCore, data: Path) -> None:
     except CertwrightError as e:
         log.error("the monitor cannot start: %s", e)
         return
-    interval = ca.config.monitor.interval.total_seconds()
+    interval = monitorconfig.settings(ca.config).interval.total_seconds()
     try:
         while True:
             try:

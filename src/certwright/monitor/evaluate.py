@@ -13,7 +13,6 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from certwright.ca.profiles import ExpiryThresholds, MonitorSettings
 from certwright.model.monitor import (
     AgentRecord,
     Expectation,
@@ -22,6 +21,7 @@ from certwright.model.monitor import (
     PendingRequest,
     Probe,
 )
+from certwright.monitor.config import ExpiryThresholds, MonitorSettings
 
 __all__ = ["CertIndex", "Evaluation", "declared_expectations", "evaluate"]
 

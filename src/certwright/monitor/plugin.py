@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from certwright.ca.frontend import FrontEnd, Rendered
+from certwright.monitor.config import MonitorSettings, check_profiles
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -40,5 +41,7 @@ FRONTEND = FrontEnd(
     metrics_prefixes=("/monitor/",),
     endpoints=frozenset({"checkin"}),
     background=_evaluate_forever,
+    settings=MonitorSettings,
+    check_config=check_profiles,
     cli="certwright.monitor.cli:monitor",
 )

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from certwright.ca.profiles import ExpectedEndpoint
 from certwright.errors import CertwrightError
 from certwright.model.certificates import format_serial
 from certwright.model.monitor import Probe
+from certwright.monitor.config import ExpectedEndpoint
 from certwright.pki.names import from_general_names
 
 __all__ = ["probe_all", "probe_endpoint"]

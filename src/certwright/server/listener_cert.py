@@ -16,9 +16,10 @@ from typing import Protocol as TypingProtocol
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certwright import registry
 from certwright.ca import builtin
 from certwright.ca.policy import EnrollmentRequest, Requester
-from certwright.ca.profiles import Config, Protocol
+from certwright.ca.profiles import Config
 from certwright.ca.service import Held, Issued
 from certwright.clock import Clock
 from certwright.errors import CertwrightError, ErrorKind
@@ -77,7 +78,7 @@ def ensure(ca: ListenerCore, tls_dir: Path) -> tuple[Path, Path]:
            .add_extension(x509.SubjectAlternativeName(names.general_names()), critical=False)
            .sign(key, keys.signature_hash(key)))
     out = ca.enroll(EnrollmentRequest(profile=builtin.HTTPS_LISTENER, csr=csr,
-                                      requester=REQUESTER, protocol=Protocol.INTERNAL))
+                                      requester=REQUESTER, protocol=registry.INTERNAL))
     if not isinstance(out, Issued):  # the built-in profile approves automatically
         raise CertwrightError(ErrorKind.INTERNAL,
                               f"the HTTPS listener's certificate was held: {out.reason}")

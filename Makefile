@@ -22,8 +22,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 serve: $(VENV)/.installed
 	$(BIN)/certwright serve --data $(DATA) --init
 
+# ruff, then the import contracts of the layers (DESIGN.md, "Layers").
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/python tools/check_layers.py src
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy src

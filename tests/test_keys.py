@@ -269,28 +269,28 @@ def mode(p: Path) -> int:
 
 def test_ok_software_ensure_creates_a_private_key_file_once(tmp_path: Path) -> None:
     provider = SoftwareKeyProvider(tmp_path)
-    first = provider.ensure(KeyRole.CMP_PROTECTION, "ec-p256")
-    path = tmp_path / "cmp-protection.key"
+    first = provider.ensure(KeyRole.MESSAGE_PROTECTION, "ec-p256")
+    path = tmp_path / "message-protection.key"
     assert mode(path) == 0o600
-    assert provider.ensure(KeyRole.CMP_PROTECTION, "ec-p256") == first
-    assert SoftwareKeyProvider(tmp_path).ensure(KeyRole.CMP_PROTECTION, "ec-p256") == first
-    assert [p.name for p in tmp_path.iterdir()] == ["cmp-protection.key"]
+    assert provider.ensure(KeyRole.MESSAGE_PROTECTION, "ec-p256") == first
+    assert SoftwareKeyProvider(tmp_path).ensure(KeyRole.MESSAGE_PROTECTION, "ec-p256") == first
+    assert [p.name for p in tmp_path.iterdir()] == ["message-protection.key"]
 
 
 def test_fail_software_ensure_never_replaces_a_key_of_another_type(tmp_path: Path) -> None:
     provider = SoftwareKeyProvider(tmp_path)
-    provider.ensure(KeyRole.CMP_PROTECTION, "ec-p256")
-    before = (tmp_path / "cmp-protection.key").read_bytes()
+    provider.ensure(KeyRole.MESSAGE_PROTECTION, "ec-p256")
+    before = (tmp_path / "message-protection.key").read_bytes()
     with pytest.raises(CertwrightError) as e:
-        SoftwareKeyProvider(tmp_path).ensure(KeyRole.CMP_PROTECTION, "ec-p384")
+        SoftwareKeyProvider(tmp_path).ensure(KeyRole.MESSAGE_PROTECTION, "ec-p384")
     assert e.value.kind is ErrorKind.CONFIG
-    assert "the cmp-protection key exists and is not ec-p384; it is kept" in str(e.value)
-    assert (tmp_path / "cmp-protection.key").read_bytes() == before
+    assert "the message-protection key exists and is not ec-p384; it is kept" in str(e.value)
+    assert (tmp_path / "message-protection.key").read_bytes() == before
 
 
 @pytest.mark.parametrize(("case", "role", "key_type", "message"), [
     ("fail/unknown-type", KeyRole.ISSUING, "dsa-1024", "unknown key type 'dsa-1024'"),
-    ("fail/decryption-key-not-rsa", KeyRole.SCEP_DECRYPTION, "ec-p256",
+    ("fail/decryption-key-not-rsa", KeyRole.REQUEST_DECRYPTION, "ec-p256",
      "the scep-decryption key decrypts (RSA key transport), so it must be RSA"),
 ])
 def test_fail_software_ensure(tmp_path: Path, case: str, role: KeyRole, key_type: str,
@@ -303,9 +303,9 @@ def test_fail_software_ensure(tmp_path: Path, case: str, role: KeyRole, key_type
 
 def test_ok_software_decrypter_is_rsa_pkcs1v15(tmp_path: Path) -> None:
     provider = SoftwareKeyProvider(tmp_path)
-    public = provider.ensure(KeyRole.SCEP_DECRYPTION, "rsa-3072")
+    public = provider.ensure(KeyRole.REQUEST_DECRYPTION, "rsa-3072")
     assert isinstance(public, rsa.RSAPublicKey)
-    decrypter = provider.decrypter(KeyRole.SCEP_DECRYPTION)
+    decrypter = provider.decrypter(KeyRole.REQUEST_DECRYPTION)
     assert decrypter.public_key() == public
     secret = os.urandom(32)  # a content-encryption key, as SCEP clients wrap one
     assert decrypter.decrypt(public.encrypt(secret, padding.PKCS1v15())) == secret
@@ -313,10 +313,10 @@ def test_ok_software_decrypter_is_rsa_pkcs1v15(tmp_path: Path) -> None:
 
 
 def test_fail_software_decrypter_of_a_signing_only_key(tmp_path: Path) -> None:
-    write_atomic(tmp_path / "scep-decryption.key",
+    write_atomic(tmp_path / "request-decryption.key",
                  private_key_pem(generate_ca_key("ec-p256")), 0o600)
     with pytest.raises(CertwrightError, match="is not an RSA key; only RSA keys decrypt"):
-        SoftwareKeyProvider(tmp_path).decrypter(KeyRole.SCEP_DECRYPTION)
+        SoftwareKeyProvider(tmp_path).decrypter(KeyRole.REQUEST_DECRYPTION)
 
 
 def test_ok_software_raw_signature_verifies(ca_dir: Path) -> None:

@@ -6,7 +6,7 @@ annotations, not dependencies, and are skipped) and reports each import that bre
 contract:
 
 - layers, bottom to top: the base (errors, clock, configbase, model, pki, asgi,
-  registry), store, ca, the front-ends, server, the command line; a module imports
+  registry, clioptions), store, ca, the front-ends, server, the command line; a module imports
   only from its own layer or below;
 - a front-end imports no other front-end, and neither the store nor sqlalchemy: its
   storage reaches it through ``CertificateAuthority.repository``;
@@ -29,7 +29,7 @@ import tokenize
 from pathlib import Path
 
 PACKAGE = "certwright"
-BASE = ("errors", "clock", "configbase", "model", "pki", "asgi", "registry")
+BASE = ("errors", "clock", "configbase", "model", "pki", "asgi", "registry", "clioptions")
 FRONTENDS = ("acme", "est", "monitor")
 LAYERS: tuple[tuple[str, ...], ...] = (
     BASE,
@@ -37,9 +37,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("ca",),
     FRONTENDS,
     ("server",),
-    ("cli", "commands", "clioptions"),
+    ("cli", "commands"),
 )
-AGENT_MAY_IMPORT = (*BASE, "agent", "clioptions", "__init__")
+AGENT_MAY_IMPORT = (*BASE, "agent", "__init__")
 NEUTRAL = ("ca", "server")  # name no protocol
 PROTOCOL_NAME = re.compile(r"(?i)(?<![a-z])(acme|est|scep|cmp)(?![a-z])")
 
@@ -86,8 +86,9 @@ def _imports(tree: ast.Module, module: str) -> list[tuple[int, str]]:
                 name = node.module or ""
             found.append((node.lineno, name))
             # "from certwright import store" imports the subpackage
-            if name == PACKAGE:
-                found += [(node.lineno, f"{PACKAGE}.{a.name}") for a in node.names]
+            if name == PACKAGE:  # a subpackage, not a name such as __version__
+                found += [(node.lineno, f"{PACKAGE}.{a.name}") for a in node.names
+                          if not a.name.startswith("__")]
     return found
 
 

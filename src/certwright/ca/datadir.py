@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.resources
 import os
 import shutil
 import stat as stat_
+import string
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,103 +87,12 @@ def check_directory(path: Path) -> None:
 
 def default_config(*, hostnames: list[str], http: str, https: str, http_url: str,
                    https_url: str, store_url: str = "sqlite:///certwright.db") -> str:
-    hosts = ", ".join(hostnames)
-    return f"""\
-# certwright configuration. Every key is checked on load; a typo is an error.
-# Durations: 90d, 12h, 30m, 2w. Changes are recorded in the audit log when the CA next
-# opens this file.
-
-server:
-  hostnames: [{hosts}]          # names in the HTTPS listener's own certificate
-  http_listen: {http}           # CRL, OCSP, CA certificates, health (plain HTTP)
-  https_listen: {https}         # enrollment protocols
-  http_url: {http_url}          # base URL written into certificates (CRL DP, AIA)
-  https_url: {https_url}
-  max_body_bytes: 262144
-
-store:
-  # A path relative to this directory, or postgresql://user@host/db for replicas.
-  url: {store_url}
-
-keys:
-  provider: software           # CA keys in 0600 files under ca/
-
-issuance:
-  lint: false                  # pkilint every certificate before signing (needs pkilint)
-  crl_validity: 7d
-  crl_refresh_before: 3d
-  ocsp_validity: 4d
-
-acme:
-  dns_resolver: null           # IP:PORT of the DNS resolver for validation; null: system's
-  http01_port: 80              # where http-01 validation connects
-  tlsalpn01_port: 443          # where tls-alpn-01 validation connects
-  timeout: 10s
-  nonce_lifetime: 1h
-
-default_profile: tls-server
-
-profiles:
-  tls-server:
-    description: TLS server certificates for internal services
-    protocols: [acme, est, scep, cmp, cli]
-    approval: auto
-    keys: {{rsa: true, rsa_min_bits: 2048, ecdsa_curves: [P-256, P-384], ed25519: false}}
-    names:
-      # "*.internal" matches every name below .internal (ICANN's private-use TLD).
-      dns: ["*.internal", "*.home.arpa", "*.test", "localhost", "*.localhost"]
-      wildcards: false
-      ip: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 127.0.0.0/8, "fd00::/8", "::1/128"]
-      keep_cn: true
-    validity: {{default: 90d, max: 90d}}
-    key_usage: [digital_signature, key_encipherment]
-    extended_key_usage: [server_auth]
-    acme:                      # the directory is https://HOST:PORT/acme/tls-server/directory
-      eab_required: false
-      challenges: [http-01, dns-01, tls-alpn-01]
-      # Validation connects only inside these networks (add 127.0.0.0/8 to test locally).
-      validation_networks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, "fc00::/7"]
-      rate_limits: {{window: 3h, orders_per_account: 300, pending_authorizations_per_account: 300}}
-    est:                       # https://HOST:PORT/.well-known/est/tls-server/simpleenroll
-      serverkeygen: false      # a server's key stays on the server that uses it
-
-  tls-client:
-    description: TLS client certificates for services and people
-    protocols: [est, scep, cmp, cli]
-    approval: auto
-    keys: {{rsa: true, rsa_min_bits: 2048, ecdsa_curves: [P-256, P-384], ed25519: true}}
-    names:
-      dns: ["*.internal", "*.home.arpa", "*.test"]
-      uri: ["spiffe://"]
-      email: ["*"]
-      keep_cn: true
-    validity: {{default: 30d, max: 90d}}
-    key_usage: [digital_signature]
-    extended_key_usage: [client_auth]
-    est:                       # https://HOST:PORT/.well-known/est/tls-client/simpleenroll
-      basic_auth: true         # `certwright est credential add NAME --profile tls-client`
-      serverkeygen: false
-      reenroll_allow_changes: false
-      client_trust_anchors: [] # extra CA files (relative to this directory) for mutual TLS
-
-  device:
-    description: device identities (SCEP, EST, CMP), approved by an operator
-    protocols: [est, scep, cmp, cli]
-    approval: manual
-    keys: {{rsa: true, rsa_min_bits: 2048, ecdsa_curves: [P-256, P-384], ed25519: true}}
-    names:
-      dns: ["*.devices.internal"]
-      uri: ["urn:dev:"]
-      keep_cn: true
-      cn_as_san: true            # many SCEP devices send only a CN
-    validity: {{default: 365d, max: 397d}}
-    key_usage: [digital_signature, key_encipherment]
-    extended_key_usage: [client_auth]
-    est:                       # https://HOST:PORT/.well-known/est/device/simpleenroll
-      serverkeygen: true       # for devices that cannot make a good key themselves
-      retry_after: 60s         # the 202 answer while an operator has not decided
-      client_trust_anchors: [] # e.g. [manufacturer-ca.pem]: IDevIDs authenticate enrollment
-"""
+    """The configuration ``init`` writes: ``certwright/default-config.yaml`` (package
+    data, beside the registry that names its front-ends) with this CA's values."""
+    template = string.Template(
+        importlib.resources.files("certwright").joinpath("default-config.yaml").read_text())
+    return template.substitute(hosts=", ".join(hostnames), http=http, https=https,
+                               http_url=http_url, https_url=https_url, store_url=store_url)
 
 
 def _pem(cert: x509.Certificate) -> bytes:

@@ -71,13 +71,13 @@ class KeyRole(enum.Enum):
     OCSP = "ocsp"
     # Decrypts SCEP's pkcsPKIEnvelope (RFC 8894 3.2.2), CMS EnvelopedData whose
     # content-encryption key is wrapped to the CA/RA's RSA key (RFC 5652 6.2.1).
-    SCEP_DECRYPTION = "scep-decryption"
+    REQUEST_DECRYPTION = "request-decryption"
     # Signs CMP responses' protection (RFC 4210 5.1.3.3, RFC 9483 3.2).
-    CMP_PROTECTION = "cmp-protection"
+    MESSAGE_PROTECTION = "message-protection"
 
 
 # Roles whose key decrypts rather than signs.
-DECRYPTING_ROLES = frozenset({KeyRole.SCEP_DECRYPTION})
+DECRYPTING_ROLES = frozenset({KeyRole.REQUEST_DECRYPTION})
 
 
 class Signer(Protocol):
@@ -220,8 +220,8 @@ class SoftwareKeyProvider:
     FILES: ClassVar[Mapping[KeyRole, str]] = types.MappingProxyType({
         KeyRole.ISSUING: "issuing.key",
         KeyRole.OCSP: "issuing.key",
-        KeyRole.SCEP_DECRYPTION: "scep-decryption.key",
-        KeyRole.CMP_PROTECTION: "cmp-protection.key",
+        KeyRole.REQUEST_DECRYPTION: "request-decryption.key",
+        KeyRole.MESSAGE_PROTECTION: "message-protection.key",
     })
 
     def __init__(self, key_dir: Path) -> None:

@@ -291,7 +291,7 @@ def test_fail_software_ensure_never_replaces_a_key_of_another_type(tmp_path: Pat
 @pytest.mark.parametrize(("case", "role", "key_type", "message"), [
     ("fail/unknown-type", KeyRole.ISSUING, "dsa-1024", "unknown key type 'dsa-1024'"),
     ("fail/decryption-key-not-rsa", KeyRole.REQUEST_DECRYPTION, "ec-p256",
-     "the scep-decryption key decrypts (RSA key transport), so it must be RSA"),
+     "the request-decryption key decrypts (RSA key transport), so it must be RSA"),
 ])
 def test_fail_software_ensure(tmp_path: Path, case: str, role: KeyRole, key_type: str,
                               message: str) -> None:

@@ -427,3 +427,24 @@ def test_fail_a_configured_profile_cannot_take_a_builtin_name() -> None:
         parse_config_text("profiles: {_https-listener: {}}\n"
                           "default_profile: _https-listener\n", "x")
 
+
+
+def test_ok_front_ends_reach_protocol_keys_through_the_core(tmp_path: Path) -> None:
+    """A protocol key (SCEP's decryption key, CMP's protection key) comes from the
+    provider the configuration names, through the core, never from a file of its own."""
+    datadir.init(tmp_path / "ca")
+    with datadir.opened(tmp_path / "ca") as ca:
+        with pytest.raises(CertwrightError) as missing:
+            ca.protocol_decrypter(KeyRole.REQUEST_DECRYPTION).decrypt(b"x")
+        assert missing.value.kind is ErrorKind.CONFIG
+        public = SoftwareKeyProvider(ca.layout.ca_dir).ensure(KeyRole.REQUEST_DECRYPTION,
+                                                              "rsa-3072")
+        assert isinstance(public, rsa.RSAPublicKey)
+        wrapped = public.encrypt(b"content-encryption key", padding.PKCS1v15())
+        decrypter = ca.protocol_decrypter(KeyRole.REQUEST_DECRYPTION)
+        assert decrypter.decrypt(wrapped) == b"content-encryption key"
+        signer = ca.protocol_signer(KeyRole.ISSUING, ca.chain[0])
+        signature = signer.sign(b"message")
+        issuing_key = ca.chain[0].public_key()
+        assert isinstance(issuing_key, ec.EllipticCurvePublicKey)
+        issuing_key.verify(signature, b"message", ec.ECDSA(hashes.SHA384()))

@@ -271,7 +271,7 @@ def open_ca(path: Path, *, clock: Clock | None = None, migrate: bool = False,
         raise
     return CertificateAuthority(config=config, store=store, authority=authority, crl=crl,
                                 ocsp=responder, chain=(issuing,), clock=clock, root=root,
-                                layout=layout)
+                                layout=layout, keys=provider)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from certwright.ca import policy
 from certwright.ca.authority import AuditContext, Authority
 from certwright.ca.credentials import Credentials
+from certwright.ca.keys import Decrypter, KeyProvider, KeyRole, Signer
 from certwright.ca.policy import EnrollmentRequest, Issue, Pending, Reject, Requester
 from certwright.ca.profiles import Config
 from certwright.ca.revocation import CrlPublisher, OcspResponder, Reason
@@ -65,7 +66,8 @@ def _names_of(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
 class CertificateAuthority:
     def __init__(self, *, config: Config, store: Store, authority: Authority,
                  crl: CrlPublisher, ocsp: OcspResponder, chain: tuple[x509.Certificate, ...],
-                 root: x509.Certificate, clock: Clock, layout: Any = None) -> None:
+                 root: x509.Certificate, clock: Clock, layout: Any = None,
+                 keys: KeyProvider | None = None) -> None:
         self.config = config
         self.store = store
         self.authority = authority
@@ -75,6 +77,7 @@ class CertificateAuthority:
         self.root = root
         self.clock = clock
         self.layout = layout
+        self._keys = keys
         self._credentials: dict[str, Credentials] = {}
 
     # -- what front-ends ask ------------------------------------------------------------
@@ -147,6 +150,20 @@ class CertificateAuthority:
     def transactions(self, protocol: str) -> Transactions:
         """The requests held for ``protocol``'s clients to collect."""
         return Transactions(self.store, self.clock, protocol)
+
+    def _provider(self) -> KeyProvider:
+        if self._keys is None:
+            raise CertwrightError(ErrorKind.CONFIG, "this CA was opened without a key provider")
+        return self._keys
+
+    def protocol_signer(self, role: KeyRole, certificate: x509.Certificate) -> Signer:
+        """A protocol's own signing key (a CMP protection key, ...) from the configured
+        provider; the certificate is the one that key belongs to."""
+        return self._provider().signer(role, certificate)
+
+    def protocol_decrypter(self, role: KeyRole) -> Decrypter:
+        """A protocol's decryption key (SCEP's pkcsPKIEnvelope, ...) from the provider."""
+        return self._provider().decrypter(role)
 
     def repository(self, kind: str) -> object:
         """The storage a front-end keeps of its own (ACME orders, ...), by the name the

@@ -102,7 +102,3 @@ def ca(ca_dir: Path, clock: FakeClock) -> Iterator[CertificateAuthority]:
     with datadir.opened(ca_dir, clock=clock) as opened:
         yield opened
 
-
-# Fixtures of their own modules, for every test module (imported last: they use the
-# names above).
-from .certbot5 import certbot5  # noqa: E402, F401

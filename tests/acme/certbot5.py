@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import pytest
 
-from tests.conftest import REQUIRE_PEERS
+from tests.conftest import REQUIRE_PEERS, check_marked
 
 REPO = Path(__file__).resolve().parents[2]
 PEERS = REPO / ".peers"  # ignored by git: clients the tests install for themselves
@@ -33,6 +33,7 @@ def certbot5() -> Path:
     """The ``certbot`` program of a virtualenv with ``certbot>=5`` from the package index,
     built on first use and reused while its stamp names the same requirement. A lock
     keeps two test runs from building it at once."""
+    check_marked("certbot5")
     venv = PEERS / "certbot5"
     prog = venv / "bin" / "certbot"
     stamp = venv / "certwright-stamp.json"

@@ -58,6 +58,8 @@ from tests.cli import run
 from tests.helpers import csr, request
 from tests.served import Served, free_ports, openssl, serving
 
+pytestmark = pytest.mark.peer("pebble-challtestsrv", "curl", "certbot5")
+
 REPO = Path(__file__).resolve().parents[2]
 CLIENT_TIMEOUT = 120  # seconds for one certbot run; they take a few
 

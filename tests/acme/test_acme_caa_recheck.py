@@ -40,6 +40,8 @@ from tests.acme_client import Client, b64
 from tests.challtestsrv import ChallTestSrv, challtestsrv
 from tests.served import free_ports
 
+pytestmark = pytest.mark.peer("pebble-challtestsrv", "curl")
+
 PROFILE = "caa-lab"
 IDENTITY = "certwright.test"
 

@@ -44,6 +44,8 @@ from tests.cli import run
 from tests.conftest import require_peer
 from tests.served import Served, free_ports, openssl, serving
 
+pytestmark = pytest.mark.peer("pebble-challtestsrv", "curl", "certbot", "lego", "certbot5")
+
 # Profiles the module's configuration adds beside the default tls-server.
 EAB_PROFILE = "eab-server"
 WILD_PROFILE = "wild-server"

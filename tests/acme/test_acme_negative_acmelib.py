@@ -39,6 +39,8 @@ from josepy.jwk import JWK, JWKEC, JWKOct
 
 from tests.acme.acme_world import LAB, URN, World, acme_world
 
+pytestmark = pytest.mark.peer("pebble-challtestsrv", "curl")
+
 PROBLEM = "application/problem+json"
 
 

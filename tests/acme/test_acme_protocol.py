@@ -52,6 +52,8 @@ from tests.acme.acme_world import (
 from tests.acme_client import Client, Key, alg_of, b64, sign
 from tests.helpers import csr, key
 
+pytestmark = pytest.mark.peer("pebble-challtestsrv", "curl")
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:

@@ -45,6 +45,8 @@ from tests.acme.acme_world import (
 from tests.acme_client import Client
 from tests.helpers import csr
 
+pytestmark = pytest.mark.peer("pebble-challtestsrv", "curl")
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:

@@ -20,6 +20,8 @@ from tests.acme_client import Client
 from tests.challtestsrv import challtestsrv
 from tests.served import free_ports, serving
 
+pytestmark = pytest.mark.peer("pebble-challtestsrv", "curl")
+
 CAP = 2
 NAMES = [f"v{i}.cap.test" for i in range(5)]
 

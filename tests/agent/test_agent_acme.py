@@ -45,6 +45,8 @@ from tests.challtestsrv import ChallTestSrv, challtestsrv
 from tests.cli import CERTWRIGHT
 from tests.served import Served, free_ports, openssl, serving
 
+pytestmark = pytest.mark.peer("pebble-challtestsrv", "curl")
+
 
 @dataclasses.dataclass(frozen=True)
 class World:

@@ -43,6 +43,8 @@ from tests.agent_support import (
 from tests.conftest import require_peer
 from tests.served import Served, free_ports, serving
 
+pytestmark = pytest.mark.peer("named", "tsig-keygen", "curl")
+
 ZONE = "dns.test"
 KEY_NAME = "agent-key"
 

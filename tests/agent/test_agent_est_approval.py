@@ -21,6 +21,8 @@ from tests.agent_support import assert_pair_matches, run_agent, safe_directory, 
 from tests.cli import run
 from tests.served import Served, serving
 
+pytestmark = pytest.mark.peer("curl")
+
 PROFILE = "device"
 
 

@@ -45,6 +45,8 @@ from tests.cli import CERTWRIGHT
 from tests.conftest import require_peer
 from tests.served import Served, free_ports, openssl, serving
 
+pytestmark = pytest.mark.peer("nginx", "pebble-challtestsrv", "curl")
+
 
 # Started as root, nginx would run its workers as "nobody", who cannot read a test
 # directory under /root (where the tests put it when the checkout is below /tmp): the

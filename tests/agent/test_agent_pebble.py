@@ -31,6 +31,8 @@ from tests.challtestsrv import challtestsrv
 from tests.conftest import require_peer
 from tests.served import free_ports, openssl
 
+pytestmark = pytest.mark.peer("pebble", "pebble-challtestsrv")
+
 
 @pytest.fixture(scope="module")
 def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, int, Path]]:

@@ -79,6 +79,7 @@ def test_ok_nginx_server_names_through_includes(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.peer("nginx")
 def test_ok_nginx_t_accepts_the_same_configuration(tmp_path: Path) -> None:
     """nginx itself agrees that the configuration is valid (with the certificate a TLS
     listener needs, and without the system-wide parts)."""

@@ -399,6 +399,7 @@ def _fetch_crl(world: World, tmp_path: Path) -> tuple[Path, str]:
     return pem, text.stdout
 
 
+@pytest.mark.peer("curl")
 def test_ok_served_crl_accepted_by_openssl(world: World, tmp_path: Path) -> None:
     pem, text = _fetch_crl(world, tmp_path)
     subject = openssl("x509", "-in", str(world.served.chain_pem), "-noout", "-subject",
@@ -415,6 +416,7 @@ def test_ok_served_crl_accepted_by_openssl(world: World, tmp_path: Path) -> None
     assert "verify OK" in check.stderr + check.stdout, check
 
 
+@pytest.mark.peer("curl")
 def test_ok_revocation_while_serving_lists_serial_with_higher_number(
         world: World, tmp_path: Path) -> None:
     _, text = _fetch_crl(world, tmp_path)
@@ -426,6 +428,7 @@ def test_ok_revocation_while_serving_lists_serial_with_higher_number(
     assert text.count("Serial Number:") == 1, text
 
 
+@pytest.mark.peer("curl")
 @pytest.mark.parametrize("which", ["ok/good", "fail/revoked"])
 def test_openssl_verify_crl_check(which: str, world: World, tmp_path: Path) -> None:
     pem, _ = _fetch_crl(world, tmp_path)
@@ -450,6 +453,7 @@ def _ocsp(world: World, tmp_path: Path, *args: str, issuer: Path | None = None,
     return proc.stdout, proc.stderr, proc.returncode
 
 
+@pytest.mark.peer("curl")
 def test_ok_ocsp_good(world: World, tmp_path: Path) -> None:
     out, err, rc = _ocsp(world, tmp_path, "-cert", str(world.good))
     assert rc == 0, err
@@ -457,6 +461,7 @@ def test_ok_ocsp_good(world: World, tmp_path: Path) -> None:
     assert f"{world.good}: good" in out
 
 
+@pytest.mark.peer("curl")
 def test_ok_ocsp_revoked_with_reason_and_time(world: World, tmp_path: Path) -> None:
     out, err, rc = _ocsp(world, tmp_path, "-cert", str(world.revoked))
     assert rc == 0 and "Response verify OK" in err, err
@@ -472,6 +477,7 @@ def test_ok_ocsp_revoked_with_reason_and_time(world: World, tmp_path: Path) -> N
         tzinfo=dt.UTC) == entry.revocation_date_utc
 
 
+@pytest.mark.peer("curl")
 def test_ok_ocsp_unknown_serial_of_our_issuer(world: World, tmp_path: Path) -> None:
     serial = f"0x{int.from_bytes(os.urandom(16), 'big') | 1:x}"
     out, err, rc = _ocsp(world, tmp_path, "-serial", serial)
@@ -479,6 +485,7 @@ def test_ok_ocsp_unknown_serial_of_our_issuer(world: World, tmp_path: Path) -> N
     assert f"{serial}: unknown" in out
 
 
+@pytest.mark.peer("curl")
 def test_fail_ocsp_other_ca_unauthorized(world: World, tmp_path: Path) -> None:
     out, err, rc = _ocsp(world, tmp_path, "-cert", str(world.other_leaf),
                          issuer=world.other_chain, ca_file=world.other_root)
@@ -486,6 +493,7 @@ def test_fail_ocsp_other_ca_unauthorized(world: World, tmp_path: Path) -> None:
     assert "Responder Error: unauthorized (6)" in out + err
 
 
+@pytest.mark.peer("curl")
 def test_ok_ocsp_nonce_echoed(world: World, tmp_path: Path) -> None:
     _, err, rc = _ocsp(world, tmp_path, "-cert", str(world.good))
     assert rc == 0 and "Nonce Verify error" not in err
@@ -495,6 +503,7 @@ def test_ok_ocsp_nonce_echoed(world: World, tmp_path: Path) -> None:
     assert len(sent) == 1 and nonce_of(resp) == sent[0]
 
 
+@pytest.mark.peer("curl")
 def test_ok_ocsp_without_nonce(world: World, tmp_path: Path) -> None:
     out, err, rc = _ocsp(world, tmp_path, "-cert", str(world.good), "-no_nonce")
     assert rc == 0 and f"{world.good}: good" in out, err
@@ -520,6 +529,7 @@ GET_FORMS: dict[str, Callable[[str], str]] = {
 }
 
 
+@pytest.mark.peer("curl")
 @pytest.mark.parametrize("form", GET_FORMS)
 def test_ocsp_get_form(form: str, world: World, tmp_path: Path) -> None:
     der, b64 = _request_with_awkward_base64(world)
@@ -562,6 +572,7 @@ def _assert_malformed(body: bytes, tmp_path: Path) -> None:
     assert "Responder Error: malformedrequest (1)" in proc.stdout + proc.stderr, proc
 
 
+@pytest.mark.peer("curl")
 @pytest.mark.parametrize("name", ["fail/garbage", "fail/empty", "fail/truncated-der",
                                   "fail/duplicate-nonce", "fail/negative-serial"])
 def test_ocsp_post_malformed_gets_malformed_request(name: str, world: World,
@@ -573,6 +584,7 @@ def test_ocsp_post_malformed_gets_malformed_request(name: str, world: World,
     _assert_malformed(got.body, tmp_path)
 
 
+@pytest.mark.peer("curl")
 @pytest.mark.parametrize("path", ["", "%25%25%25", "AAAA", "MA%3D%3D", "not base64 at all"])
 def test_fail_ocsp_get_malformed(path: str, world: World, tmp_path: Path) -> None:
     got = curl(f"{world.served.http}/ocsp/{urllib.parse.quote(path, safe='%')}")
@@ -580,6 +592,7 @@ def test_fail_ocsp_get_malformed(path: str, world: World, tmp_path: Path) -> Non
     _assert_malformed(got.body, tmp_path)
 
 
+@pytest.mark.peer("curl")
 @pytest.mark.parametrize("ctype", [None, "application/octet-stream", "text/plain"])
 def test_fail_ocsp_wrong_content_type_415(ctype: str | None, world: World) -> None:
     body = ocsp_request(_leaf(world.good), world.served.issuing)
@@ -589,6 +602,7 @@ def test_fail_ocsp_wrong_content_type_415(ctype: str | None, world: World) -> No
     assert b"application/ocsp-request" in got.body
 
 
+@pytest.mark.peer("curl")
 def test_ok_ocsp_content_type_parameters_ignored(world: World) -> None:
     body = ocsp_request(_leaf(world.good), world.served.issuing)
     got = curl(f"{world.served.http}/ocsp", "-H",
@@ -599,6 +613,7 @@ def test_ok_ocsp_content_type_parameters_ignored(world: World) -> None:
     assert resp.certificate_status is ocsp.OCSPCertStatus.GOOD
 
 
+@pytest.mark.peer("curl")
 @pytest.mark.parametrize("size", [OCSP_MAX_REQUEST + 1, 256 * 1024 + 1],
                          ids=["over-ocsp-limit", "over-max-body-bytes"])
 def test_fail_ocsp_oversized_body_413(size: int, world: World) -> None:

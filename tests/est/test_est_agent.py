@@ -20,6 +20,8 @@ from tests.agent_support import assert_pair_matches, run_agent, safe_directory, 
 from tests.cli import run
 from tests.served import Served, serving
 
+pytestmark = pytest.mark.peer("curl")
+
 PROFILE = "tls-client"  # EST label tls-client, Basic credentials, automatic approval
 NAME = "agent-est1.internal"
 

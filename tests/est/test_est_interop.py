@@ -41,6 +41,8 @@ from tests.est.est_client import EstClient, keygen_parts
 from tests.helpers import csr, key
 from tests.served import Served, curl, serving
 
+pytestmark = pytest.mark.peer("curl")
+
 FACTORY = "factory-ca.pem"
 
 

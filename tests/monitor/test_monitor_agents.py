@@ -40,6 +40,8 @@ from tests.conftest import require_peer
 from tests.monitor.monitor_support import Receiver, fast_monitor, receiving
 from tests.served import Served, free_ports, openssl, serving
 
+pytestmark = pytest.mark.peer("nginx", "curl")
+
 PROFILE = "tls-client"  # EST with automatic approval; names under *.test and *.internal
 
 

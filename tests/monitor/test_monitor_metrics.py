@@ -17,6 +17,8 @@ from tests.helpers import csr_pem
 from tests.monitor.monitor_support import AgentClient, add_monitor_config
 from tests.served import Served, curl, serving
 
+pytestmark = pytest.mark.peer("curl")
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:

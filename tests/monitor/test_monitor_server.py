@@ -23,6 +23,8 @@ from tests.monitor.monitor_support import (
 )
 from tests.served import Served, serving
 
+pytestmark = pytest.mark.peer("curl")
+
 
 @pytest.fixture(scope="module")
 def hook() -> Iterator[Receiver]:

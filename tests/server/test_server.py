@@ -24,6 +24,8 @@ from certwright.ca import datadir
 from tests.cli import assert_one_line_error, run
 from tests.served import Fetched, Served, curl, free_ports, openssl, serving
 
+pytestmark = pytest.mark.peer("curl")
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:

@@ -21,6 +21,8 @@ from tests.acme_client import Client
 from tests.cli import CERTWRIGHT, run
 from tests.served import Served, free_ports, serving
 
+pytestmark = pytest.mark.peer("curl")
+
 
 def _workers_of(data: Path) -> list[int]:
     """PIDs of the ``certwright serve`` processes serving ``data``."""

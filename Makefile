@@ -16,8 +16,9 @@ $(BIN)/python:
 	  { echo "could not create $(VENV): install the venv module (Debian: apt-get install python3-venv)"; exit 1; }
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[test]'
+# constraints.txt pins every package to the version the tests passed with.
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	@touch $@
 
 serve: $(VENV)/.installed

@@ -29,9 +29,38 @@ pytest_plugins = ["tests.pg"]
 
 REQUIRE_PEERS = os.environ.get("CERTWRIGHT_REQUIRE_PEERS") == "1"
 
+# The one peer every tier may run: openssl verifies each CA directory a test creates
+# (``ca_dir``). Any other program is run only by tests marked ``peer`` (or ``postgres``),
+# which ``make unit`` leaves out; ``require_peer`` fails an unmarked test that asks for
+# one, so the marks stay true.
+BASE_PEERS = frozenset({"openssl"})
+_running: pytest.Item | None = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    global _running
+    _running = item
+    try:
+        return (yield)
+    finally:
+        _running = None
+
+
+def check_marked(program: str) -> None:
+    """Fail the running test if it runs ``program`` without a ``peer`` or ``postgres`` mark."""
+    item = _running
+    if program in BASE_PEERS or item is None:
+        return
+    if item.get_closest_marker("peer") is None and item.get_closest_marker("postgres") is None:
+        pytest.fail(f"{item.nodeid} runs {program} but is not marked: add "
+                    f"pytest.mark.peer({program!r}) so that `make unit` leaves it out",
+                    pytrace=False)
+
 
 def require_peer(program: str, package: str) -> str:
     """The path of ``program``; skip (or fail under CERTWRIGHT_REQUIRE_PEERS=1) if absent."""
+    check_marked(program)
     path = shutil.which(program)
     if path is None:
         for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
@@ -102,7 +131,3 @@ def ca(ca_dir: Path, clock: FakeClock) -> Iterator[CertificateAuthority]:
     with datadir.opened(ca_dir, clock=clock) as opened:
         yield opened
 
-
-# Fixtures of their own modules, for every test module (imported last: they use the
-# names above).
-from .certbot5 import certbot5  # noqa: E402, F401

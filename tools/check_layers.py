@@ -1,5 +1,5 @@
 """The import contracts of certwright's layers (DESIGN.md, "Layers"), checked in
-``make lint`` and by tests/test_layers.py.
+``make lint`` and by tests/ca/test_layers.py.
 
 Reads every module's imports with ``ast`` (imports under ``if TYPE_CHECKING:`` are
 annotations, not dependencies, and are skipped) and reports each import that breaks a

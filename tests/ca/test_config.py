@@ -110,3 +110,35 @@ def test_fail_environment_override_is_named() -> None:
     with pytest.raises(CertwrightError) as e:
         parse_config(yaml.safe_load(BASE), "x.yaml", {"CERTWRIGHT_ACME__HTTP_PORT": "80"})
     assert "acme.http_port: unknown key (did you mean 'http01_port'?)" in str(e.value)
+
+
+@pytest.mark.parametrize("case,profile,server_keygen,may_change", [
+    ("ok/neutral-rules-off-by-default", "{}", False, False),
+    ("ok/neutral-rules-set", "{server_keygen: true, renewal_may_change_names: true}",
+     True, True),
+    # Configurations written before the rules were protocol-neutral keep their meaning.
+    ("ok/est-serverkeygen-turns-on-server-keygen", "{est: {serverkeygen: true}}", True, False),
+    ("ok/est-reenroll-changes-turn-on-name-changes",
+     "{est: {reenroll_allow_changes: true}}", False, True),
+    ("ok/explicit-rule-wins-over-the-older-spelling",
+     "{server_keygen: false, est: {serverkeygen: true}}", False, False),
+])
+def test_ok_protocol_neutral_rules(case: str, profile: str, server_keygen: bool,
+                                   may_change: bool) -> None:
+    config = parse_config_text(f"profiles:\n  p: {profile}\ndefault_profile: p\n", "x.yaml")
+    p = config.profiles["p"]
+    assert (p.server_keygen, p.renewal_may_change_names) == (server_keygen, may_change), case
+
+
+@pytest.mark.parametrize("case,text,expected", [
+    ("fail/internal-is-the-servers-own",
+     "profiles:\n  p: {protocols: [internal]}\ndefault_profile: p\n",
+     "protocol 'internal' is the server's own"),
+    ("fail/front-end-section-typo",
+     "profiles:\n  p: {acme: {check_caaa: true}}\ndefault_profile: p\n",
+     "profiles.p.acme.check_caaa: unknown key (did you mean 'check_caa'?)"),
+    ("fail/front-end-top-level-typo", "acme: {http01_prt: 80}\nprofiles:\n  p: {}\n"
+     "default_profile: p\n", "acme.http01_prt: unknown key (did you mean 'http01_port'?)"),
+])
+def test_fail_composed_config(case: str, text: str, expected: str) -> None:
+    assert expected in error_of(text), case

@@ -15,14 +15,14 @@ import dataclasses
 import datetime as dt
 import secrets
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy.engine import Connection
 
 from certwright.ca import policy
-from certwright.ca.authority import AuditContext, Authority
+from certwright.ca.authority import AuditContext, Authority, OnCommit
 from certwright.ca.credentials import Credentials
 from certwright.ca.keys import Decrypter, KeyProvider, KeyRole, Signer
 from certwright.ca.policy import EnrollmentRequest, Issue, Pending, Reject, Requester
@@ -34,6 +34,9 @@ from certwright.errors import CertwrightError, ErrorKind
 from certwright.model.certificates import CertificateRecord, RequestRecord, format_serial
 from certwright.pki import csr as csrlib
 from certwright.store.repo import Store
+
+if TYPE_CHECKING:
+    from certwright.ca.datadir import Layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +69,7 @@ def _names_of(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
 class CertificateAuthority:
     def __init__(self, *, config: Config, store: Store, authority: Authority,
                  crl: CrlPublisher, ocsp: OcspResponder, chain: tuple[x509.Certificate, ...],
-                 root: x509.Certificate, clock: Clock, layout: Any = None,
+                 root: x509.Certificate, clock: Clock, layout: Layout | None = None,
                  keys: KeyProvider | None = None) -> None:
         self.config = config
         self.store = store
@@ -187,7 +190,7 @@ class CertificateAuthority:
         return self._issue(decision, request, request_id=None)
 
     def _issue(self, decision: Issue, request: EnrollmentRequest, *,
-               request_id: str | None, on_commit: Any = None) -> Issued:
+               request_id: str | None, on_commit: OnCommit | None = None) -> Issued:
         try:
             prepared = self.authority.prepare(decision)
         except CertwrightError as e:

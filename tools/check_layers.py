@@ -12,6 +12,8 @@ contract:
   storage reaches it through ``CertificateAuthority.repository``;
 - the agent imports only the base and itself (and ``clioptions``): never the server
   side;
+- nothing outside ``ca/`` reaches past the core into its parts: no ``ca.store`` or
+  ``ca.authority`` (on a name ``ca``/``core`` or an attribute ``.ca``/``.core``);
 - ``ca/`` and ``server/`` name no protocol: a protocol's name appears in their code
   (identifiers and strings, not comments) only through the registry.
 
@@ -92,6 +94,23 @@ def _imports(tree: ast.Module, module: str) -> list[tuple[int, str]]:
     return found
 
 
+PRIVATE_TO_CORE = ("store", "authority")
+CORE_NAMES = ("ca", "core")
+
+
+def _reaches_past_core(tree: ast.Module) -> list[tuple[int, str]]:
+    """``ca.store``/``self.core.authority``...: the core's parts used from outside."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in PRIVATE_TO_CORE:
+            owner = node.value
+            name = owner.id if isinstance(owner, ast.Name) else (
+                owner.attr if isinstance(owner, ast.Attribute) else None)
+            if name in CORE_NAMES:
+                found.append((node.lineno, f"{ast.unparse(node)}"))
+    return found
+
+
 def _protocol_names(source: str) -> list[tuple[int, str]]:
     """Protocol names in identifiers and string literals (not comments, not docstrings)."""
     found = []
@@ -139,6 +158,10 @@ def check(src: Path) -> list[Violation]:
             elif mine is not None and theirs is not None and theirs > mine:
                 violations.append(Violation(rel, line, f"{part} (layer {mine}) imports {name} "
                                             f"(layer {theirs}): imports run downward only"))
+        if part not in ("ca", "store"):
+            for line, expr in _reaches_past_core(tree):
+                violations.append(Violation(rel, line, f"{expr}: {part} reaches past the core "
+                                            "into its parts; ask CertificateAuthority"))
         if part in NEUTRAL:
             for line, word in _protocol_names(source):
                 violations.append(Violation(rel, line, f"{part}/ names the protocol "

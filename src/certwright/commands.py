@@ -168,7 +168,7 @@ def requests() -> None:
 def requests_list(data: Path, state: str, as_json: bool) -> None:
     """List requests (pending ones by default)."""
     with datadir.opened(data) as ca:
-        recs = ca.store.requests(None if state == "all" else state)
+        recs = ca.held_requests(None if state == "all" else state)
     if as_json:
         for r in recs:
             click.echo(json.dumps({
@@ -224,7 +224,7 @@ def certs_list(data: Path, profile: str | None, revoked: bool | None, limit: int
                as_json: bool) -> None:
     """List issued certificates, newest first."""
     with datadir.opened(data) as ca:
-        recs = ca.store.certificates(profile=profile, revoked=revoked, limit=limit)
+        recs = ca.certificates(profile=profile, revoked=revoked, limit=limit)
     if as_json:
         for r in recs:
             click.echo(json.dumps(_cert_json(r)))
@@ -250,7 +250,7 @@ def _cert_json(r: Any) -> dict[str, Any]:
 def certs_show(data: Path, serial: str, pem: bool) -> None:
     """Show one certificate."""
     with datadir.opened(data) as ca:
-        rec = ca.store.certificate(parse_serial(serial))
+        rec = ca.certificate(parse_serial(serial))
     if pem:
         cert = x509.load_der_x509_certificate(rec.der)
         sys.stdout.buffer.write(cert.public_bytes(serialization.Encoding.PEM))
@@ -305,7 +305,7 @@ def audit() -> None:
 def audit_verify(data: Path) -> None:
     """Check every link of the hash chain; report the first broken one."""
     with datadir.opened(data) as ca:
-        count, broken = ca.store.verify_audit()
+        count, broken = ca.verify_audit()
     if broken is not None:
         fail(f"{broken} ({count} records verified before it)")
     click.echo(f"audit log intact: {count} records")
@@ -316,5 +316,5 @@ def audit_verify(data: Path) -> None:
 def audit_export(data: Path) -> None:
     """Print every audit record as a JSON line, oldest first."""
     with datadir.opened(data) as ca:
-        for rec in ca.store.iter_audit():
+        for rec in ca.audit_records():
             click.echo(json.dumps(rec.as_json(), sort_keys=True))

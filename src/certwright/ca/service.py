@@ -33,6 +33,7 @@ from certwright.clock import Clock
 from certwright.errors import CertwrightError, ErrorKind
 from certwright.model.certificates import CertificateRecord, RequestRecord, format_serial
 from certwright.pki import csr as csrlib
+from certwright.store.audit import AuditRecord, Break
 from certwright.store.repo import Store
 
 if TYPE_CHECKING:
@@ -175,6 +176,36 @@ class CertificateAuthority:
         from certwright.store import repositories
 
         return repositories.open_repository(kind, self.store, self.clock)
+
+    # -- what operators ask (the CLI) and the server's process management ---------------
+
+    def held_requests(self, state: str | None = None) -> list[RequestRecord]:
+        """Requests the RA held, oldest first (``state``: pending, issued, rejected)."""
+        return self.store.requests(state)
+
+    def certificates(self, *, profile: str | None = None, revoked: bool | None = None,
+                     limit: int = 1000) -> list[CertificateRecord]:
+        """Issued certificates, newest first."""
+        return self.store.certificates(profile=profile, revoked=revoked, limit=limit)
+
+    def certificate(self, serial: str) -> CertificateRecord:
+        """The certificate with this serial (NOT_FOUND if this store holds none)."""
+        return self.store.certificate(serial)
+
+    def verify_audit(self) -> tuple[int, Break | None]:
+        """Walk the audit chain: records verified, and the first break if any."""
+        return self.store.verify_audit()
+
+    def audit_records(self) -> Iterator[AuditRecord]:
+        """Every audit record, oldest first."""
+        return self.store.iter_audit()
+
+    def after_fork(self) -> None:
+        """In a forked worker process: drop the parent's pooled connections."""
+        self.store.after_fork()
+
+    def close(self) -> None:
+        self.store.close()
 
     # -- enrollment ---------------------------------------------------------------------
 

@@ -114,7 +114,7 @@ def _fork_workers(count: int, ca: CertificateAuthority) -> tuple[list[int], bool
     for _ in range(count):
         pid = os.fork()
         if pid == 0:
-            ca.store.after_fork()
+            ca.after_fork()
             return [], True
         children.append(pid)
     return children, False
@@ -192,7 +192,7 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
             raise config_error(f"--workers {count}: at least 1")
 
         layout = datadir.Layout(data)
-        print(f"certwright serving CA {ca.authority.issuer_id}", flush=True)
+        print(f"certwright serving CA {ca.issuer_id}", flush=True)
         print(f"  enrollment (HTTPS): https://{https_host}:{https_port}/  "
               f"(as {settings.https_url})", flush=True)
         print(f"  CRL, OCSP (HTTP):   http://{http_host}:{http_port}/  "
@@ -253,7 +253,7 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
     finally:
         for s in listeners:
             s.close()
-        ca.store.close()
+        ca.close()
         if is_child:
             # A worker ends here: never back into the command line code of its parent.
             sys.stdout.flush()

@@ -46,6 +46,10 @@ class Expectation:
     failing_since: dt.datetime | None = None
     next_renewal_at: dt.datetime | None = None
     observed_at: dt.datetime | None = None
+    # declared/endpoint: the deadline or grace the declaring configuration set, so
+    # evaluators holding other configurations judge it alike.
+    deadline: dt.datetime | None = None
+    grace: dt.timedelta | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +125,9 @@ class StoredFinding:
     opened_at: dt.datetime
     resolved_at: dt.datetime | None
     alerted_at: dt.datetime | None
+    # How it was closed: "resolved" (the problem went away) or "withdrawn" (the
+    # operator removed its expectation from the configuration; nothing was fixed).
+    closed_as: str | None = None
 
     def as_json(self) -> dict[str, object]:
         def ts(t: dt.datetime | None) -> str | None:
@@ -129,12 +136,12 @@ class StoredFinding:
         return {"id": self.id, "kind": self.kind, "severity": self.severity,
                 "subject": self.subject, "host": self.host, "message": self.message,
                 "since": ts(self.since), "opened_at": ts(self.opened_at),
-                "resolved_at": ts(self.resolved_at)}
+                "resolved_at": ts(self.resolved_at), "closed_as": self.closed_as}
 
 
 @dataclasses.dataclass(frozen=True)
 class AlertEvent:
-    event: str  # open | reminder | resolved
+    event: str  # open | reminder | resolved | withdrawn
     finding: StoredFinding
     previous_alerted_at: dt.datetime | None = None
 

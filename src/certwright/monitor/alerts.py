@@ -112,10 +112,11 @@ class WebhookSink:
 def _subject(events: Sequence[AlertEvent]) -> str:
     if len(events) == 1:
         f = events[0].finding
-        word = {"open": "", "reminder": "still: ", "resolved": "resolved: "}[events[0].event]
+        word = {"open": "", "reminder": "still: ", "resolved": "resolved: ",
+                "withdrawn": "withdrawn: "}[events[0].event]
         return f"[certwright] {word}{f.severity} {f.kind}: {f.host or f.subject}"
-    opened = sum(e.event != "resolved" for e in events)
-    return f"[certwright] {opened} open, {len(events) - opened} resolved findings"
+    opened = sum(e.event in ("open", "reminder") for e in events)
+    return f"[certwright] {opened} open, {len(events) - opened} closed findings"
 
 
 class SmtpSink:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -55,6 +56,12 @@ class Monitor:
         self.sinks = sinks or []
         self.prober = prober
         self.stopping = threading.Event()
+        # The version of this configuration, registered as it is loaded: a later one has
+        # a higher version, and only a configuration at least as new as the one that
+        # declared an expectation may withdraw it (several workers and `monitor check`,
+        # holding configurations read at different times, never undo each other).
+        digest = hashlib.sha256(self.settings.model_dump_json().encode()).hexdigest()
+        self.config_version = storage.register_config(digest)
 
     @classmethod
     def for_ca(cls, ca: MonitorCore, data: Path) -> Monitor:
@@ -77,7 +84,8 @@ class Monitor:
     def evaluate(self, *, alert: bool = True) -> Report:
         s = self.settings
         now = self.clock.now()
-        expectations = self.storage.sync_declared(declared_expectations(s, now))
+        expectations = self.storage.sync_declared(declared_expectations(s, now),
+                                                  self.config_version, now)
         probes = self.prober({e.key: e for e in s.endpoints}, self.issuing,
                              s.probe_timeout.total_seconds())
         wanted = [(e.profile, e.names) for e in expectations
@@ -97,7 +105,8 @@ class Monitor:
         self.storage.record_observations(result.observed, now)
         events = self.storage.reconcile(result.findings, now, reminder=s.alerts.reminder,
                                       min_severity=s.alerts.min_severity,
-                                      claim=alert and bool(self.sinks))
+                                      claim=alert and bool(self.sinks),
+                                      judged=result.judged)
         errors: list[str] = []
         if events:
             for sink in self.sinks:

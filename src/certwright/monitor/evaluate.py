@@ -134,14 +134,22 @@ class Evaluation:
     # declared/endpoint expectation key -> the certificate found (issued or served) and,
     # for endpoints, the names it carries
     observed: list[tuple[str, IssuedCert | None, tuple[str, ...] | None]]
+    # the declared/endpoint expectations judged (an endpoint this configuration does not
+    # list cannot be probed: its findings are left to an evaluator that can)
+    judged: frozenset[str] = frozenset()
 
 
 def declared_expectations(settings: MonitorSettings, now: dt.datetime) -> list[Expectation]:
-    """The configuration's expectations, as they would be stored when first seen now."""
+    """The configuration's expectations, as they would be stored when first seen now,
+    with the deadline or grace it sets (stored with them, so that an evaluator holding
+    another configuration judges them alike)."""
     out = [Expectation(key=e.key, source="declared", host=e.host, names=e.names,
-                       first_seen=now, profile=e.profile) for e in settings.expect]
+                       first_seen=now, profile=e.profile, deadline=e.deadline,
+                       grace=e.grace if e.grace is not None else settings.grace)
+           for e in settings.expect]
     out += [Expectation(key=e.key, source="endpoint", host=e.address.rpartition(":")[0],
-                        names=e.names, first_seen=now, profile=e.profile)
+                        names=e.names, first_seen=now, profile=e.profile,
+                        grace=e.grace if e.grace is not None else settings.grace)
             for e in settings.endpoints]
     return out
 
@@ -199,6 +207,10 @@ class _Evaluator:
                 return
 
     def deadline(self, e: Expectation) -> dt.datetime:
+        if e.deadline is not None:
+            return e.deadline
+        if e.grace is not None:
+            return e.first_seen + e.grace
         d = self.declared.get(e.key)
         if d is not None and d.deadline is not None:
             return d.deadline
@@ -343,10 +355,13 @@ def evaluate(settings: MonitorSettings, now: dt.datetime, *,
         elif e.source == "endpoint":
             if e.key in ev.endpoints:
                 observed.append(ev.endpoint_one(e, index, probes.get(e.key)))
-        elif e.key in ev.declared:
+        else:
+            # Every declared expectation in force, whichever configuration declared it:
+            # one this evaluator's configuration does not (yet) hold is still judged, by
+            # what its declaring configuration stored.
             observed.append(ev.declared_one(e, index))
     for a in agents:
         ev.agent_silent(a)
     for r in pending:
         ev.pending(r)
-    return Evaluation(ev.findings, observed)
+    return Evaluation(ev.findings, observed, frozenset(k for k, _, _ in observed))

@@ -9,7 +9,7 @@ registered as ``"monitor"``); the monitor reaches them through the core's
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, Protocol, cast
 
 from cryptography import x509
@@ -48,7 +48,10 @@ class MonitorStorage(Protocol):
 
     def expectations(self) -> list[Expectation]: ...
 
-    def sync_declared(self, declared: Sequence[Expectation]) -> list[Expectation]: ...
+    def register_config(self, digest: str) -> int: ...
+
+    def sync_declared(self, declared: Sequence[Expectation], version: int,
+                      now: dt.datetime) -> list[Expectation]: ...
 
     def record_observations(self, observed: Iterable[tuple[str, IssuedCert | None,
                                                            tuple[str, ...] | None]],
@@ -70,7 +73,7 @@ class MonitorStorage(Protocol):
 
     def reconcile(self, current: Sequence[Finding], now: dt.datetime, *,
                   reminder: dt.timedelta, min_severity: str, claim: bool = True,
-                  ) -> list[AlertEvent]: ...
+                  judged: Collection[str] = ()) -> list[AlertEvent]: ...
 
     def unclaim(self, events: Sequence[AlertEvent]) -> None: ...
 

@@ -10,11 +10,10 @@ takes: the second sees the first one's findings and the alerts it claimed.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import itertools
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -58,14 +57,29 @@ def _expectation(row: Any) -> Expectation:
         serial=row.serial, cert_names=_names(row.cert_names), not_before=row.not_before,
         not_after=row.not_after, last_attempt_at=row.last_attempt_at,
         last_error=row.last_error, failing_since=row.failing_since,
-        next_renewal_at=row.next_renewal_at, observed_at=row.observed_at)
+        next_renewal_at=row.next_renewal_at, observed_at=row.observed_at,
+        deadline=row.deadline,
+        grace=None if row.grace_seconds is None else dt.timedelta(seconds=row.grace_seconds))
+
+
+def _declared_values(e: Expectation) -> dict[str, Any]:
+    """What a configuration declares of a declared/endpoint expectation, as parameters."""
+    return {"n": json.dumps(list(e.names)), "p": e.profile, "h": e.host,
+            "d": e.deadline,
+            "g": None if e.grace is None else int(e.grace.total_seconds())}
+
+
+def _declared_columns(e: Expectation) -> dict[str, Any]:
+    v = _declared_values(e)
+    return {"names": v["n"], "profile": v["p"], "host": v["h"], "deadline": v["d"],
+            "grace_seconds": v["g"]}
 
 
 def _finding(row: Any) -> StoredFinding:
     return StoredFinding(id=row.id, kind=row.kind, severity=row.severity, subject=row.subject,
                          host=row.host, message=row.message, since=row.since,
                          opened_at=row.opened_at, resolved_at=row.resolved_at,
-                         alerted_at=row.alerted_at)
+                         alerted_at=row.alerted_at, closed_as=row.closed_as)
 
 
 # Statements built once (SQLAlchemy finds their compiled form in its cache).
@@ -73,6 +87,8 @@ _CERT_COLUMNS = sa.select(_C.serial, _C.profile, _C.names, _C.not_before, _C.not
                           _C.issued_at, _C.revoked_at)
 _RAW = sa.types.NullType()  # no result processing
 _OPEN = sa.select(schema.monitor_findings).where(_F.resolved_at.is_(None))
+# "VERSION SHA256" of the last monitor configuration an evaluator registered.
+_CONFIG_SETTING = "monitor_config"
 
 
 class MonitorRepository:
@@ -163,43 +179,73 @@ class MonitorRepository:
     def expectations(self) -> list[Expectation]:
         with self.store.read() as conn:
             return [_expectation(r) for r in conn.execute(
-                sa.select(schema.monitor_expectations))]
+                sa.select(schema.monitor_expectations).where(_E.withdrawn_at.is_(None)))]
 
-    def sync_declared(self, declared: Sequence[Expectation]) -> list[Expectation]:
-        """Make the stored declared/endpoint expectations those of the configuration:
-        insert new ones (first seen now), delete withdrawn ones, keep the rest (and
-        when they were first seen). Returns every stored expectation."""
+    def register_config(self, digest: str) -> int:
+        """The version of the monitor configuration with this ``digest``: the version of
+        the last one registered if it is the same, else the next one. Evaluators register
+        when they load their configuration, so a higher version is a configuration read
+        later (the order the audit log gives ``config.changed``)."""
+        with self.store.state_write() as conn:
+            last = self.store.setting(_CONFIG_SETTING, conn)
+            version, _, known = (last or "0 ").partition(" ")
+            if known == digest:
+                return int(version)
+            self.store.put_setting(conn, _CONFIG_SETTING, f"{int(version) + 1} {digest}")
+            return int(version) + 1
+
+    def sync_declared(self, declared: Sequence[Expectation], version: int,
+                      now: dt.datetime) -> list[Expectation]:
+        """Make the stored declared/endpoint expectations those of a configuration of
+        ``version``, where it is at least as new as the one that last declared or
+        withdrew each: insert new ones (first seen now), withdraw the ones it no longer
+        declares (the row stays, marked), update changed ones and keep when they were
+        first seen. A row a newer configuration spoke of is left as it is. Returns every
+        expectation in force (withdrawn ones left out)."""
         wanted = {e.key: e for e in declared}
         with self.store.state_write() as conn:
             rows = {r.key: r for r in conn.execute(sa.select(schema.monitor_expectations))}
-            gone = [k for k, r in rows.items() if r.source != "agent" and k not in wanted]
-            new = [e for k, e in wanted.items() if k not in rows]
-            changed = [e for k, e in wanted.items()
-                       if k in rows and (json.loads(rows[k].names) != list(e.names)
-                                         or rows[k].profile != e.profile
-                                         or rows[k].host != e.host)]
-            if gone:
-                conn.execute(schema.monitor_expectations.delete().where(_E.key.in_(
-                    sa.bindparam("keys", expanding=True))), {"keys": gone})
-            if new:
+            new, updates = [], []
+            for k, r in rows.items():
+                if r.source == "agent" or (r.config_version or 0) > version:
+                    continue
+                e = wanted.get(k)
+                if e is None:
+                    if r.withdrawn_at is None:
+                        updates.append({"k": k, "w": now, "v": version,
+                                        **_declared_values(_expectation(r))})
+                    continue
+                fresh = r.withdrawn_at is not None  # declared again: a new declaration
+                current = _expectation(r)
+                if fresh or r.config_version != version or _declared_values(
+                        current) != _declared_values(e):
+                    updates.append({"k": k, "w": None, "v": version,
+                                    **_declared_values(e)})
+                    if fresh:
+                        new.append(e)
+            inserts = [e for k, e in wanted.items() if k not in rows]
+            if inserts:
                 conn.execute(schema.monitor_expectations.insert(), [{
                     "key": e.key, "source": e.source, "host": e.host, "spec": None,
-                    "profile": e.profile, "issuer": None, "names": json.dumps(e.names),
-                    "first_seen": e.first_seen} for e in new])
-            if changed:
+                    "issuer": None, "first_seen": e.first_seen, "config_version": version,
+                    **_declared_columns(e)} for e in inserts])
+            if new:
                 conn.execute(schema.monitor_expectations.update()
                              .where(_E.key == sa.bindparam("k"))
-                             .values(names=sa.bindparam("n"), profile=sa.bindparam("p"),
-                                     host=sa.bindparam("h")),
-                             [{"k": e.key, "n": json.dumps(e.names), "p": e.profile,
-                               "h": e.host} for e in changed])
-            kept = {k: _expectation(r) for k, r in rows.items() if k not in gone}
-        for e in new:
-            kept[e.key] = e
-        for e in changed:
-            kept[e.key] = dataclasses.replace(kept[e.key], names=e.names, profile=e.profile,
-                                              host=e.host)
-        return list(kept.values())
+                             .values(first_seen=sa.bindparam("f"), serial=None,
+                                     cert_names=None, not_before=None, not_after=None,
+                                     observed_at=None),
+                             [{"k": e.key, "f": e.first_seen} for e in new])
+            if updates:
+                conn.execute(schema.monitor_expectations.update()
+                             .where(_E.key == sa.bindparam("k"))
+                             .values(withdrawn_at=sa.bindparam("w"),
+                                     config_version=sa.bindparam("v"),
+                                     names=sa.bindparam("n"), profile=sa.bindparam("p"),
+                                     host=sa.bindparam("h"), deadline=sa.bindparam("d"),
+                                     grace_seconds=sa.bindparam("g")), updates)
+            return [_expectation(r) for r in conn.execute(
+                sa.select(schema.monitor_expectations).where(_E.withdrawn_at.is_(None)))]
 
     def record_observations(self, observed: Iterable[tuple[str, IssuedCert | None,
                                                            tuple[str, ...] | None]],
@@ -265,16 +311,33 @@ class MonitorRepository:
 
     def reconcile(self, current: Sequence[Finding], now: dt.datetime, *,
                   reminder: dt.timedelta, min_severity: str, claim: bool = True,
-                  ) -> list[AlertEvent]:
+                  judged: Collection[str] = ()) -> list[AlertEvent]:
         """Open new findings, update changed ones, resolve the ones no longer found; with
-        ``claim``, mark the alerts due (open, reminder, resolved) as sent and return them:
-        the caller sends them after the commit, and calls ``unclaim`` for those that could
-        not be delivered. Escalation (a higher severity) alerts like an opening."""
-        by_key = {f.key: f for f in current}
+        ``claim``, mark the alerts due (open, reminder, resolved, withdrawn) as sent and
+        return them: the caller sends them after the commit, and calls ``unclaim`` for
+        those that could not be delivered. Escalation (a higher severity) alerts like an
+        opening.
+
+        Declared/endpoint expectations as they stand now, not as the evaluation saw them:
+        the findings of a withdrawn one are closed as withdrawn (not resolved), and those
+        of one in force that this evaluation did not judge (``judged`` holds the keys it
+        did: it started before the expectation was declared, or could not probe it) are
+        left as they are."""
         floor = severity_rank(min_severity)
         events: list[AlertEvent] = []
         with self.store.state_write() as conn:
-            open_rows = {r.key: r for r in conn.execute(_OPEN)}
+            withdrawn: set[str] = set()
+            unjudged: set[str] = set()
+            for key, gone in conn.execute(sa.select(_E.key, _E.withdrawn_at)
+                                          .where(_E.source != "agent")):
+                if gone is not None:
+                    withdrawn.add(key)
+                elif key not in judged:
+                    unjudged.add(key)
+            by_key = {f.key: f for f in current
+                      if f.subject not in withdrawn and f.subject not in unjudged}
+            open_rows = {r.key: r for r in conn.execute(_OPEN)
+                         if r.subject not in unjudged}
             inserts = [{"key": k, "kind": f.kind, "severity": f.severity,
                         "subject": f.subject, "host": f.host, "message": f.message,
                         "since": f.since, "opened_at": now, "resolved_at": None,
@@ -294,11 +357,13 @@ class MonitorRepository:
                 conn.execute(schema.monitor_findings.update().where(_F.id == sa.bindparam("i"))
                              .values(severity=sa.bindparam("s"), message=sa.bindparam("m"),
                                      alerted_at=sa.bindparam("a")), updates)
-            resolved = [{"i": r.id, "due": r.alerted_at is not None}
+            resolved = [{"i": r.id, "due": r.alerted_at is not None,
+                         "as": "withdrawn" if r.subject in withdrawn else "resolved"}
                         for k, r in open_rows.items() if k not in by_key]
             if resolved:
                 conn.execute(schema.monitor_findings.update().where(_F.id == sa.bindparam("i"))
-                             .values(resolved_at=now, resolve_due=sa.bindparam("due")),
+                             .values(resolved_at=now, resolve_due=sa.bindparam("due"),
+                                     closed_as=sa.bindparam("as")),
                              resolved)
             if not claim:
                 return []
@@ -318,14 +383,15 @@ class MonitorRepository:
             if due:
                 conn.execute(schema.monitor_findings.update().where(
                     _F.id.in_([r.id for r in due])).values(resolve_due=False))
-                events += [AlertEvent("resolved", _finding(r), r.alerted_at) for r in due]
+                events += [AlertEvent(r.closed_as or "resolved", _finding(r), r.alerted_at)
+                           for r in due]
         return events
 
     def unclaim(self, events: Sequence[AlertEvent]) -> None:
         """Alerts that were not delivered: due again at the next evaluation."""
         with self.store.state_write() as conn:
             for e in events:
-                if e.event == "resolved":
+                if e.event in ("resolved", "withdrawn"):
                     conn.execute(schema.monitor_findings.update().where(_F.id == e.finding.id)
                                  .values(resolve_due=True))
                 else:
@@ -371,7 +437,8 @@ class MonitorRepository:
                                     .group_by(_F.kind, _F.severity)).all()
             expected = conn.execute(sa.select(_E.key, _E.host, _E.profile, _E.source,
                                               _E.not_after)
-                                    .where(_E.not_after.is_not(None))).all()
+                                    .where(_E.not_after.is_not(None),
+                                           _E.withdrawn_at.is_(None))).all()
         return MetricsSnapshot(
             issued=tuple((p, f, n) for p, f, n in issued),
             requests=tuple((p, f, s, n) for p, f, s, n in held),

@@ -270,7 +270,11 @@ monitor_agents = sa.Table(
 
 # Every expected certificate: one per spec an agent reported (source "agent"), per
 # declared expectation and endpoint of the configuration ("declared", "endpoint"). The
-# observed columns hold what the agent reported, or what the last evaluation found.
+# observed columns hold what the agent reported, or what the last evaluation found. A
+# declared/endpoint row carries the version of the newest configuration that declared or
+# withdrew it (only an evaluator holding one at least as new may change it), the deadline
+# or grace that configuration set, and when it was withdrawn (the row stays, so an evaluator with
+# an older configuration cannot declare it again).
 monitor_expectations = sa.Table(
     "monitor_expectations",
     metadata,
@@ -291,11 +295,17 @@ monitor_expectations = sa.Table(
     sa.Column("failing_since", UtcDateTime(), nullable=True),
     sa.Column("next_renewal_at", UtcDateTime(), nullable=True),
     sa.Column("observed_at", UtcDateTime(), nullable=True),
+    sa.Column("config_version", sa.Integer, nullable=True),
+    sa.Column("deadline", UtcDateTime(), nullable=True),
+    sa.Column("grace_seconds", sa.Integer, nullable=True),
+    sa.Column("withdrawn_at", UtcDateTime(), nullable=True),
 )
 
 # Findings: at most one open row per key (kind and subject); resolved rows stay as
 # history. alerted_at is the last delivered open/reminder alert; resolve_due marks a
-# resolved finding whose resolution is still to be sent (it was alerted when open).
+# resolved finding whose resolution is still to be sent (it was alerted when open);
+# closed_as says how it was closed: "resolved", or "withdrawn" (its expectation was
+# removed from the configuration).
 monitor_findings = sa.Table(
     "monitor_findings",
     metadata,
@@ -311,6 +321,7 @@ monitor_findings = sa.Table(
     sa.Column("resolved_at", UtcDateTime(), nullable=True, index=True),
     sa.Column("alerted_at", UtcDateTime(), nullable=True),
     sa.Column("resolve_due", sa.Boolean, nullable=False, default=False, index=True),
+    sa.Column("closed_as", sa.String(16), nullable=True),
     sa.Index("uq_monitor_findings_open_key", "key", unique=True,
              sqlite_where=sa.text("resolved_at IS NULL"),
              postgresql_where=sa.text("resolved_at IS NULL")),

@@ -27,6 +27,7 @@ import pytest
 from certwright.ca import datadir
 from certwright.ca.service import CertificateAuthority
 from certwright.clock import FakeClock
+from certwright.model.monitor import Probe
 from tests.cli import run
 from tests.monitor.monitor_support import Receiver, add_monitor_config, fast_monitor, receiving
 from tests.monitor.test_monitor_units import Inbox, kinds, make
@@ -109,6 +110,29 @@ def test_ok_declared_again_by_a_newer_configuration_starts_a_new_grace_period(
     assert kinds(again) == [], "declared again now: a new grace period"
     clock.advance(dt.timedelta(minutes=61))
     assert kinds(old) == [("missing", "critical", SUBJECT)]
+
+
+def test_ok_an_evaluation_begun_before_the_declaration_leaves_its_finding_open(
+        ca_dir: Path, clock: FakeClock) -> None:
+    """Two evaluations overlapping: the older configuration's snapshot is taken before
+    the newer one declares the expectation and opens its finding (its prober runs the
+    other evaluation), and it records its findings after: it did not judge the
+    expectation, so it leaves the finding open."""
+    add_monitor_config(ca_dir, "monitor:\n  expect: []\n  alerts: {reminder: 0s}")
+    inbox = Inbox()
+    with datadir.opened(ca_dir, clock=clock) as old_ca:
+        old = make(old_ca, inbox)
+        _edit(ca_dir, "  expect: []\n", EXPECT % ", deadline: 2020-01-01T00:00:00Z")
+        with datadir.opened(ca_dir, clock=clock) as new_ca:
+            new = make(new_ca, inbox)
+
+            def overlapping(*_: object) -> dict[str, Probe]:
+                assert kinds(new) == [("missing", "critical", SUBJECT)]
+                return {}
+
+            old.prober = overlapping
+            assert kinds(old) == [("missing", "critical", SUBJECT)]
+            assert inbox.take() == [("open", "missing", "critical")]
 
 
 def _check(data: Path) -> dict[str, Any]:

@@ -13,7 +13,9 @@ every response it got; each case asserts the type as the library raised it, the 
 and content type of the answers behind it, that ``ClientNetwork.post`` retried a
 badNonce exactly once (RFC 8555 6.5) and nothing else, and that the store holds no more
 certificates than before. Validation is real (dns-01 TXT records at pebble-challtestsrv);
-see ``tests/acme/acme_world.py``.
+see ``tests/acme/acme_world.py``. The commonName cases (issue 11, RFC 8555 7.4) finalize
+CSRs that name an identifier in the CN, one of them made by ``openssl req -subj /CN=``
+with no subjectAltName at all.
 """
 
 from __future__ import annotations

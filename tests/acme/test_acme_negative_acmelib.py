@@ -13,7 +13,9 @@ every response it got; each case asserts the type as the library raised it, the 
 and content type of the answers behind it, that ``ClientNetwork.post`` retried a
 badNonce exactly once (RFC 8555 6.5) and nothing else, and that the store holds no more
 certificates than before. Validation is real (dns-01 TXT records at pebble-challtestsrv);
-see ``tests/acme/acme_world.py``.
+see ``tests/acme/acme_world.py``. The commonName cases (issue 11, RFC 8555 7.4) finalize
+CSRs that name an identifier in the CN, one of them made by ``openssl req -subj /CN=``
+with no subjectAltName at all.
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ import dataclasses
 import datetime as dt
 import json
 import secrets
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from acme import challenges, client, crypto_util, messages
 from acme import jws as acme_jws
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from josepy.interfaces import JSONDeSerializable
 from josepy.json_util import decode_b64jose, encode_b64jose
@@ -38,6 +44,7 @@ from josepy.jwa import ES256, HS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKOct
 
 from tests.acme.acme_world import LAB, URN, World, acme_world
+from tests.conftest import require_peer
 
 pytestmark = pytest.mark.peer("pebble-challtestsrv", "curl")
 
@@ -128,10 +135,23 @@ def csr_pem(names: list[str], private: Any = None) -> bytes:
     return crypto_util.make_csr(pem(private), names)
 
 
-def ready(lib: Lib, *names: str) -> messages.OrderResource:
-    """``ClientV2.new_order`` for ``names``, each authorization proven with dns-01
+def cn_csr_pem(cn: str, names: list[str], private: Any = None) -> bytes:
+    """A CSR whose subject is ``CN=cn``, with a subjectAltName request for ``names`` (none
+    when empty)."""
+    subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, cn)])
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+    private = private or ec.generate_private_key(ec.SECP256R1())
+    return builder.sign(private, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def ready(lib: Lib, *names: str, csr: bytes | None = None) -> messages.OrderResource:
+    """``ClientV2.new_order`` for ``names`` (or the names of ``csr``, as the library reads
+    them: CN and subjectAltName), each authorization proven with dns-01
     (``answer_challenge``, then ``poll`` until decided)."""
-    order = lib.acme.new_order(csr_pem(list(names)))
+    order = lib.acme.new_order(csr or csr_pem(list(names)))
     for authz in order.authorizations:
         (challb,) = [c for c in authz.body.challenges if isinstance(c.chall, challenges.DNS01)]
         response, validation = challb.response_and_validation(lib.net.key)
@@ -243,13 +263,17 @@ def _finalize_before_ready(lib: Lib) -> Call:
     return lambda: lib.acme.begin_finalization(order)
 
 
-def _finalize_with(names: Callable[[str], list[str]], key: Callable[[Lib], Any] | None = None
+def _finalize_with(names: Callable[[str], list[str]], key: Callable[[Lib], Any] | None = None,
+                   cn: Callable[[str], str] | None = None, order_names: int = 1
                    ) -> Callable[[Lib], Call]:
-    """A ready order for one name, finalized with ``names(name)`` and ``key``'s CSR."""
+    """A ready order for ``order_names`` names (the first is ``name``), finalized with the
+    CSR of ``names(name)`` and ``key`` (subject ``CN=cn(name)`` when ``cn`` is given)."""
     def case(lib: Lib) -> Call:
         name = f"fin-{secrets.token_hex(4)}.lab.test"
-        order = ready(lib, name)
-        bad = order.update(csr_pem=csr_pem(names(name), key(lib) if key else None))
+        order = ready(lib, name, *(f"{i}.{name}" for i in range(1, order_names)))
+        private = key(lib) if key else None
+        bad = order.update(csr_pem=cn_csr_pem(cn(name), names(name), private) if cn
+                           else csr_pem(names(name), private))
 
         def still_ready() -> None:  # refused, the order waits for a good CSR
             again = messages.Order.from_json(lib.acme._post_as_get(order.uri).json())
@@ -325,6 +349,17 @@ FAIL: dict[str, Fail] = {
     "fail/csr-rsa-1024": Fail(_finalize_with(lambda n: [n], _rsa_1024), "badCSR", 400, "1024"),
     "fail/csr-key-is-the-account-key": Fail(_finalize_with(lambda n: [n], _account_key),
                                             "badCSR", 400, "account key"),
+    # RFC 8555 7.4: a dns identifier may stand in the commonName, the set of names
+    # (commonName and subjectAltName) is still exactly the order's.
+    "fail/cn-not-an-identifier": Fail(
+        _finalize_with(lambda n: [n], cn=lambda n: "other.lab.test"), "badCSR", 400,
+        "commonName 'other.lab.test' is not one of the order's identifiers"),
+    "fail/cn-only-not-a-dns-name": Fail(
+        _finalize_with(lambda n: [], cn=lambda n: "Web Server"), "badCSR", 400,
+        "commonName 'Web Server' is not a DNS name"),
+    "fail/cn-and-san-differ-from-order": Fail(
+        _finalize_with(lambda n: ["extra.lab.test"], cn=lambda n: n, order_names=2),
+        "badCSR", 400, "missing: 1.fin-"),
     "fail/identifier-outside-the-profile": Fail(_outside_the_profile, "rejectedIdentifier",
                                                 400, "evil.example.com", check=_check_outside),
     "fail/body-over-the-limit": Fail(_body_over_the_limit, "malformed", 413, "larger than"),
@@ -389,10 +424,49 @@ def _replayed_nonce_retried(lib: Lib) -> None:
     assert (second.request.method, second.status_code) == ("POST", 201)
 
 
+def _cn_only_from_openssl(lib: Lib) -> None:
+    """RFC 8555 7.4: "Identifiers of type "dns" MUST appear either in the commonName
+    portion of the requested subject name or in an extensionRequest attribute [RFC2985]
+    requesting a subjectAltName extension, or both". A CSR as ``openssl req -subj /CN=``
+    writes it (no subjectAltName), ordered and finalized by the library: the certificate
+    names the CN in its subjectAltName (CA/B Forum BRs 7.1.2.7.12) and keeps it as CN."""
+    name = f"cn-only-{secrets.token_hex(4)}.lab.test"
+    with tempfile.TemporaryDirectory() as tmp:
+        key_file = Path(tmp, "key.pem")
+        key_file.write_bytes(pem(ec.generate_private_key(ec.SECP256R1())))
+        made = subprocess.run([require_peer("openssl", "openssl"), "req", "-new", "-key", str(key_file),
+                               "-subj", f"/CN={name}", "-outform", "PEM"],
+                              capture_output=True, check=True)
+    csr = x509.load_pem_x509_csr(made.stdout)
+    with pytest.raises(x509.ExtensionNotFound):
+        csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    order = lib.acme.finalize_order(ready(lib, csr=made.stdout), deadline())
+    assert order.fullchain_pem
+    leaf = x509.load_pem_x509_certificates(order.fullchain_pem.encode())[0]
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == [name]
+    cn = leaf.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    assert [a.value for a in cn] == [name]
+
+
+def _cn_and_san_make_the_order(lib: Lib) -> None:
+    """The CN one identifier, the subjectAltName the other: both in the certificate's
+    subjectAltName."""
+    name = f"cn-san-{secrets.token_hex(4)}.lab.test"
+    other = f"1.{name}"
+    order = ready(lib, name, other).update(csr_pem=cn_csr_pem(name, [other]))
+    order = lib.acme.finalize_order(order, deadline())
+    leaf = x509.load_pem_x509_certificates(order.fullchain_pem.encode())[0]
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sorted(san.get_values_for_type(x509.DNSName)) == sorted([name, other])
+
+
 # name -> (run, certificates it issues)
 OK: dict[str, tuple[Callable[[Lib], None], int]] = {
     "ok/issued-through-the-library": (_issued, 1),
     "ok/replayed-nonce-retried-once": (_replayed_nonce_retried, 0),
+    "ok/cn-only-csr-from-openssl": (_cn_only_from_openssl, 1),
+    "ok/cn-and-san-make-the-order": (_cn_and_san_make_the_order, 1),
 }
 
 

@@ -24,27 +24,25 @@ from certwright.ca.service import Held, Issued
 from certwright.errors import CertwrightError
 from certwright.model.acme import Order
 from certwright.pki import csr as csrlib
+from certwright.pki.names import Names, common_name, normalize_dns
 
 
 def check_csr(order: Order, csr: x509.CertificateSigningRequest, account_key: jws.AnyKey
               ) -> None:
     """RFC 8555 7.4: "The CSR MUST indicate the exact same set of requested identifiers
-    as the initial newOrder request", and its key is not the account's."""
+    as the initial newOrder request", and its key is not the account's. Once this passed,
+    a commonName is one of the order's identifiers."""
     try:
         names = csrlib.requested_names(csr)
     except CertwrightError as e:
         raise AcmeProblem("badCSR", e.detail) from None
-    cn = csr.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
     requested = {("dns", n) for n in names.dns} | {("ip", str(a)) for a in names.ip}
     if names.uri or names.email:
         raise AcmeProblem("badCSR", "the CSR may name only the order's DNS names and IPs")
-    if cn:
-        value = str(cn[0].value).lower().rstrip(".")
-        try:
-            requested.add(("ip", str(ipaddress.ip_address(value))))
-        except ValueError:
-            requested.add(("dns", value))
     wanted = {(i.type, i.value) for i in order.identifiers}
+    cn = common_name(csr.subject)
+    if cn is not None:
+        requested.add(_cn_identifier(cn, names, wanted))
     if requested != wanted:
         missing = sorted(v for _, v in wanted - requested)
         extra = sorted(v for _, v in requested - wanted)
@@ -55,6 +53,35 @@ def check_csr(order: Order, csr: x509.CertificateSigningRequest, account_key: jw
                                              serialization.PublicFormat.SubjectPublicKeyInfo)
     if jws.spki_der(account_key) == csr_spki:
         raise AcmeProblem("badCSR", "the certificate key must not be the account key")
+
+
+def _cn_identifier(cn: str, names: Names, wanted: set[tuple[str, str]]) -> tuple[str, str]:
+    """The identifier the commonName stands for. RFC 8555 7.4: "Identifiers of type "dns"
+    MUST appear either in the commonName portion of the requested subject name or in an
+    extensionRequest attribute [RFC2985] requesting a subjectAltName extension, or both":
+    that choice is given to "dns" identifiers only, so an IP address in the commonName
+    must be in the subjectAltName as well."""
+    try:
+        ip = ipaddress.ip_address(cn.strip())
+    except ValueError:
+        pass
+    else:
+        if ip not in names.ip:
+            raise AcmeProblem("badCSR", f"the CSR's commonName {cn!r} is an IP address "
+                              "missing from its subjectAltName (only a DNS name may stand "
+                              "in the commonName alone)")
+        return ("ip", str(ip))
+    try:
+        dns = normalize_dns(cn)
+    except CertwrightError:
+        raise AcmeProblem("badCSR", f"the CSR's commonName {cn!r} is not a DNS name: it "
+                          "must be one of the order's identifiers (RFC 8555 7.4)") from None
+    if ("dns", dns) not in wanted:
+        listed = sorted(v for _, v in wanted)
+        more = f", and {len(listed) - 5} more" if len(listed) > 5 else ""
+        raise AcmeProblem("badCSR", f"the CSR's commonName {cn!r} is not one of the order's "
+                          f"identifiers ({', '.join(listed[:5])}{more})")
+    return ("dns", dns)
 
 
 class Finalization:
@@ -83,9 +110,12 @@ class Finalization:
             raise AcmeProblem("badCSR", str(e)) from None
         if not self.storage.begin_finalize(order.id):
             raise AcmeProblem("orderNotReady", "the order is already being finalized", 403)
+        # check_csr refused a commonName that is not an order identifier: any CN left
+        # is a name the account proved, and the certificate's SAN must carry it.
         request = EnrollmentRequest(profile=order.profile, csr=csr,
                                     requester=requester(account), protocol=PROTOCOL,
-                                    not_before=order.not_before, not_after=order.not_after)
+                                    not_before=order.not_before, not_after=order.not_after,
+                                    cn_is_name=common_name(csr.subject) is not None)
         try:
             outcome = self.core.enroll(request)
         except CertwrightError as e:

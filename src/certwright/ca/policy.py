@@ -53,6 +53,10 @@ class EnrollmentRequest:
     # The front-end generated the key pair for the requester (EST serverkeygen); the CSR
     # is signed with that key.
     server_keygen: bool = False
+    # The front-end checked that the subject CN is one of the names the requester asked
+    # for and proved (its protocol lets a name stand in the CN alone): the CN joins the
+    # subjectAltName, as ``names.cn_as_san`` makes it for a CN-only request.
+    cn_is_name: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,10 +118,10 @@ def check(config: Config, request: EnrollmentRequest, now: dt.datetime) -> Issue
     key = check_key(profile, request.csr.public_key())
     names = csrlib.requested_names(request.csr)
     cn = common_name(request.csr.subject)
-    if cn is not None and not names and profile.names.cn_as_san:
-        # RFC 6125 clients ignore the CN, so where a profile accepts a CN-only request
-        # the CN moves into the SAN.
-        names = _cn_as_name(cn)
+    if cn is not None and (request.cn_is_name or (not names and profile.names.cn_as_san)):
+        # RFC 6125 clients ignore the CN, so a CN that is a requested name goes into the
+        # SAN too (CA/B Forum BRs 7.1.2.7.12: the SAN is required).
+        names = _with_cn(names, cn)
     check_names(profile, names)
     kept_cn = None
     if profile.names.keep_cn and cn is not None:
@@ -169,14 +173,17 @@ def check_renewal(old: x509.Certificate, names: Names, cn: str | None) -> None:
             f"({old.subject.rfc4514_string() or 'empty'})", rule="renewal_may_change_names")
 
 
-def _cn_as_name(cn: str) -> Names:
+def _with_cn(names: Names, cn: str) -> Names:
+    """``names`` with the CN first among them (unchanged if they hold it already)."""
+    if names.contains_value(cn):
+        return names
     try:
-        return Names(ip=(ipaddress.ip_address(cn.strip()),))
+        return dataclasses.replace(names, ip=(ipaddress.ip_address(cn.strip()), *names.ip))
     except ValueError:
         pass
     from certwright.pki.names import normalize_dns
 
-    return Names(dns=(normalize_dns(cn),))
+    return dataclasses.replace(names, dns=(normalize_dns(cn), *names.dns))
 
 
 def check_key(profile: Profile, public_key: object) -> KeyDescription:

@@ -91,7 +91,7 @@ class LazyGroup(Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="certwright")
 def main() -> None:
-    """certwright: an issuing CA/RA for ACME, EST, SCEP and CMP, an agent and a monitor."""
+    """certwright: an issuing CA/RA for ACME and EST, an agent and a monitor."""
 
 
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from certwright import registry
 from certwright.ca import datadir
 from certwright.ca.policy import EnrollmentRequest, Requester
+from certwright.ca.review import Review
 from certwright.ca.revocation import Reason
 from certwright.ca.service import Held
 from certwright.cli import EXIT_PENDING, fail
@@ -160,25 +161,81 @@ def requests() -> None:
     """Requests held for an operator's approval."""
 
 
+def _waited(d: dt.timedelta) -> str:
+    """``3d 4h``, ``2h 5m``, ``42s``: the two largest units."""
+    seconds = int(d.total_seconds())
+    parts = [(seconds // 86400, "d"), (seconds // 3600 % 24, "h"), (seconds // 60 % 60, "m"),
+             (seconds % 60, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    return " ".join(f"{n}{unit}" for n, unit in parts[:2])
+
+
+def _review_json(r: Review) -> dict[str, Any]:
+    rec = r.request
+    return {
+        "id": rec.id, "state": rec.state, "profile": rec.profile, "protocol": rec.protocol,
+        "requester": rec.requester, "subject": r.subject, "names": list(r.names),
+        "key_type": r.key.algorithm.value if r.key else None,
+        "key_bits": r.key.bits if r.key else None,
+        "key_curve": r.key.curve if r.key else None,
+        "created_at": _ts(rec.created_at), "waited_seconds": int(r.waited.total_seconds()),
+        "reason": rec.reason, "decided_by": rec.decided_by,
+        "decided_at": _ts(rec.decided_at) if rec.decided_at else None, "serial": rec.serial,
+        "would_issue": r.would_issue,
+        "checks": [{"rule": c.rule, "held": c.held, "detail": c.detail} for c in r.checks],
+    }
+
+
 @requests.command("list")
 @DATA
 @click.option("--state", type=click.Choice(["pending", "issued", "rejected", "all"]),
               default="pending", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 def requests_list(data: Path, state: str, as_json: bool) -> None:
-    """List requests (pending ones by default)."""
+    """List requests (pending ones by default) with the names they ask for."""
     with datadir.opened(data) as ca:
-        recs = ca.held_requests(None if state == "all" else state)
+        reviews = ca.reviews(None if state == "all" else state)
     if as_json:
-        for r in recs:
-            click.echo(json.dumps({
-                "id": r.id, "state": r.state, "profile": r.profile, "protocol": r.protocol,
-                "requester": r.requester, "names": list(r.names), "created_at": _ts(r.created_at),
-                "reason": r.reason, "serial": r.serial}))
+        for r in reviews:
+            click.echo(json.dumps(_review_json(r)))
         return
-    table([[r.id, r.state, r.profile, r.protocol, r.requester, ",".join(r.names),
-             _ts(r.created_at)] for r in recs],
-           ["ID", "STATE", "PROFILE", "PROTOCOL", "REQUESTER", "NAMES", "CREATED"])
+    table([[r.request.id, r.request.state, r.request.profile, r.request.protocol,
+            r.request.requester, ",".join(r.names), _ts(r.request.created_at),
+            _waited(r.waited)] for r in reviews],
+          ["ID", "STATE", "PROFILE", "PROTOCOL", "REQUESTER", "NAMES", "CREATED", "WAITED"])
+
+
+@requests.command("show")
+@DATA
+@click.argument("request_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+def requests_show(data: Path, request_id: str, as_json: bool) -> None:
+    """Show what an approver decides on: requester, names, key, wait, and the profile's
+    rules run again on the request (nothing is issued)."""
+    with datadir.opened(data) as ca:
+        r = ca.review(request_id)
+    if as_json:
+        click.echo(json.dumps(_review_json(r)))
+        return
+    rec = r.request
+    fields = [
+        ("id", rec.id), ("state", rec.state), ("requester", rec.requester),
+        ("profile", rec.profile), ("protocol", rec.protocol), ("subject", r.subject),
+        ("names", ", ".join(r.names)),
+        ("key", f"{r.key} ({r.key.bits} bits)" if r.key else ""),
+        ("created", _ts(rec.created_at)), ("waited", _waited(r.waited)),
+        ("reason", rec.reason or ""), ("decided by", rec.decided_by or ""),
+        ("decided", _ts(rec.decided_at) if rec.decided_at else ""), ("serial", rec.serial or ""),
+    ]
+    for label, value in fields:
+        if value:  # a field with no value prints nothing, never "None"
+            click.echo(f"{label + ':':12} {value}")
+    click.echo("checks:")
+    for c in r.checks:
+        click.echo(f"  {'held' if c.held else 'FAILS':6}{c.rule}: {c.detail}")
+    click.echo("approving now would issue" if r.would_issue
+               else "approving now would be refused")
 
 
 @requests.command("approve")

@@ -29,8 +29,9 @@ LOCAL = "cli"
 # front-end sends them and no configured profile may accept them.
 INTERNAL = "internal"
 
-# Protocols a profile may already list (`certwright init` has always written them)
-# whose front-ends are not built yet: accepted, and nothing answers them.
+# Protocols whose front-ends are not built yet. A profile may list them (earlier
+# `certwright init`s wrote them, and those configurations keep loading); nothing answers
+# them, and `serve` says so (Config.reserved_warning).
 RESERVED = ("scep", "cmp")
 
 

@@ -17,8 +17,8 @@ from tests.helpers import csr_pem, key
 
 COMMANDS = [
     [], ["init"], ["serve"], ["issue"], ["requests"], ["requests", "list"],
-    ["requests", "approve"], ["requests", "reject"], ["certs"], ["certs", "list"],
-    ["certs", "show"], ["certs", "revoke"], ["crl"], ["audit"], ["audit", "verify"],
+    ["requests", "show"], ["requests", "approve"], ["requests", "reject"], ["certs"],
+    ["certs", "list"], ["certs", "show"], ["certs", "revoke"], ["crl"], ["audit"], ["audit", "verify"],
     ["audit", "export"], ["db"], ["db", "upgrade"],
 ]
 

@@ -292,6 +292,26 @@ class Config(Strict):
         section: BaseModel = getattr(self, name)
         return section
 
+    def reserved_protocols(self) -> dict[str, tuple[str, ...]]:
+        """Each profile that lists a protocol whose front-end is not built yet
+        (``registry.RESERVED``, which older ``certwright init``s wrote into every
+        profile), with those protocols: the profile loads, and nothing answers them."""
+        found = {name: tuple(p for p in profile.protocols if p in registry.RESERVED)
+                 for name, profile in self.profiles.items()}
+        return {name: protocols for name, protocols in found.items() if protocols}
+
+    def reserved_warning(self) -> str | None:
+        """One line for the operator when a profile lists such a protocol."""
+        found = self.reserved_protocols()
+        if not found:
+            return None
+        protocols = sorted({p for ps in found.values() for p in ps})
+        return (f"profile{'s' if len(found) > 1 else ''} {', '.join(sorted(found))} "
+                f"list{'' if len(found) > 1 else 's'} {', '.join(protocols)}, which no "
+                "front-end serves yet: nothing answers "
+                f"{'them' if len(protocols) > 1 else 'it'} (remove "
+                f"{'them' if len(protocols) > 1 else 'it'} from protocols to silence this)")
+
     def profile(self, name: str) -> Profile:
         from certwright.errors import not_found
 

@@ -27,6 +27,7 @@ from certwright.ca.credentials import Credentials
 from certwright.ca.keys import Decrypter, KeyProvider, KeyRole, Signer
 from certwright.ca.policy import EnrollmentRequest, Issue, Pending, Reject, Requester
 from certwright.ca.profiles import Config
+from certwright.ca.review import Review, review
 from certwright.ca.revocation import CrlPublisher, OcspResponder, Reason
 from certwright.ca.transactions import Transactions
 from certwright.clock import Clock
@@ -65,6 +66,16 @@ def _names_of(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
         return tuple(csrlib.requested_names(csr).as_strings())
     except CertwrightError:
         return ()
+
+
+def _as_enrollment(record: RequestRecord, approved_by: str | None = None) -> EnrollmentRequest:
+    """A held request as the RA decides it again on approval."""
+    return EnrollmentRequest(
+        profile=record.profile, csr=x509.load_der_x509_csr(record.csr),
+        requester=Requester(*record.requester.split(":", 1)),
+        protocol=record.protocol, not_before=record.not_before,
+        not_after=record.not_after, approved_by=approved_by,
+    )
 
 
 class CertificateAuthority:
@@ -183,6 +194,18 @@ class CertificateAuthority:
         """Requests the RA held, oldest first (``state``: pending, issued, rejected)."""
         return self.store.requests(state)
 
+    def review(self, request_id: str) -> Review:
+        """What an approver needs to decide a held request: its requester, names, key,
+        wait, and the profile's rules run again on its CSR (nothing is issued)."""
+        record = self.store.request(request_id)
+        return review(self.config, record, _as_enrollment(record), self.clock.now())
+
+    def reviews(self, state: str | None = None) -> list[Review]:
+        """``review`` of every held request in ``state``, oldest first."""
+        now = self.clock.now()
+        return [review(self.config, r, _as_enrollment(r), now)
+                for r in self.store.requests(state)]
+
     def certificates(self, *, profile: str | None = None, revoked: bool | None = None,
                      limit: int = 1000) -> list[CertificateRecord]:
         """Issued certificates, newest first."""
@@ -277,12 +300,7 @@ class CertificateAuthority:
     def approve(self, request_id: str, operator: str) -> Issued:
         """Issue a held request. The profile is applied again: it may have changed."""
         rec = self._pending(request_id)
-        request = EnrollmentRequest(
-            profile=rec.profile, csr=x509.load_der_x509_csr(rec.csr),
-            requester=Requester(*rec.requester.split(":", 1)),
-            protocol=rec.protocol, not_before=rec.not_before,
-            not_after=rec.not_after, approved_by=operator,
-        )
+        request = _as_enrollment(rec, approved_by=operator)
         now = self.clock.now()
         decision = policy.decide(self.config, request, now)
         if isinstance(decision, Reject):

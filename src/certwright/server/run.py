@@ -152,6 +152,9 @@ def _client_anchors(ca: CertificateAuthority,
 def run(data: Path, *, http: str | None = None, https: str | None = None,
         workers: int | None = None) -> None:
     ca = datadir.open_ca(data, migrate=True)
+    reserved = ca.config.reserved_warning()
+    if reserved is not None:
+        print(f"certwright: warning: {reserved}", file=sys.stderr, flush=True)
     listeners: list[socket.socket] = []
     children: list[int] = []
     lost: list[int] = []  # workers that died on their own

@@ -111,7 +111,8 @@ def test_fail_open_a_data_directory_of_another_ca(tmp_path: Path, store_url: str
     before = _audit(first)
 
     _point_at(other, store_url)
-    for command in (["certs", "list"], ["issue", "--csr", str(tmp_path / "x.csr")]):
+    for command in (["certs", "list"], ["issue", "--csr", str(tmp_path / "x.csr")],
+                    ["serve", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0"]):
         (tmp_path / "x.csr").write_bytes(csr_pem(["evil.svc.internal"]))
         proc = run(*command, "--data", str(other))
         assert_one_line_error(proc, "belongs to another CA", _root_sha256(first),

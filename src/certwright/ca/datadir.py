@@ -140,6 +140,14 @@ def _refuse_held_database(url: str) -> None:
         raise _held_elsewhere(url, held)
 
 
+def _refuse_other_ca(held: str | None, mine: str, path: Path, url: str) -> None:
+    if held is not None and held != mine:
+        raise config_error(
+            f"{path} holds the CA with root SHA-256 {mine}, but its store {_shown(url)} "
+            f"belongs to another CA (root SHA-256 {held}); refusing to mix two CAs in one "
+            f"database: point store.url in {path / CONFIG_NAME} at this CA's own database")
+
+
 def _check_holder(store: Store, conn: Connection, root: x509.Certificate, path: Path,
                   url: str, clock: Clock) -> None:
     """The database must belong to this data directory's CA. One that names no CA (made
@@ -151,12 +159,9 @@ def _check_holder(store: Store, conn: Connection, root: x509.Certificate, path: 
         store.put_setting(conn, CA_ROOT_SETTING, mine)
         store.append_audit(conn, "store.adopted", actor="operator", subject=mine,
                            at=clock.now(), data={"root": mine})
-    elif held != mine:
-        raise config_error(
-            f"{path} holds the CA with root SHA-256 {mine}, but its store {_shown(url)} "
-            f"belongs to another CA (root SHA-256 {held}); refusing to mix two CAs in one "
-            f"database: point store.url in {path / CONFIG_NAME} at this CA's own database")
-    elif store.setting(CA_ROOT_SETTING, conn) is None:
+        return
+    _refuse_other_ca(held, mine, path, url)
+    if store.setting(CA_ROOT_SETTING, conn) is None:
         # A database older than the setting whose ca.initialized record names this CA.
         store.put_setting(conn, CA_ROOT_SETTING, mine)
 
@@ -315,6 +320,11 @@ def open_ca(path: Path, *, clock: Clock | None = None, migrate: bool = False,
     store = Store.open(config.store.url, path)
     try:
         if migrate:
+            # Not even the schema of another CA's database is touched (holder() reads
+            # tables every schema version has).
+            with store.read() as conn:
+                _refuse_other_ca(store.holder(conn), _root_sha256(root), path,
+                                 config.store.url)
             store.migrate()
         elif not store.schema_is_current():
             raise config_error("the store's schema is not current: run `certwright db upgrade`")

@@ -397,7 +397,9 @@ def test_fail_no_front_end_enrolls_under_the_listener_profile(
 @pytest.mark.parametrize(("case", "names", "rule"), [
     ("fail/name-not-a-hostname", ["other.svc.internal"], "names.dns"),
     ("fail/address-not-a-hostname", ["10.0.0.1"], "names.ip"),
-    ("fail/more-names-than-hostnames", ["localhost", "a.localhost"], "names.max_names"),
+    # localhost and the listener's address 127.0.0.1 (server.https_listen)
+    ("fail/more-names-than-hostnames", ["localhost", "127.0.0.1", "a.localhost"],
+     "names.max_names"),
 ])
 def test_fail_listener_profile_allows_only_the_hostnames(
         ca: CertificateAuthority, case: str, names: list[str], rule: str) -> None:
@@ -419,6 +421,21 @@ def test_ok_listener_profile_follows_the_hostnames() -> None:
     assert (profile.key_usage, profile.extended_key_usage) == (
         ("digital_signature",), ("server_auth",))
     assert builtin.profile(config, "p") is None
+
+
+@pytest.mark.parametrize(("case", "listen", "names"), [
+    ("ok/literal-address-added", "10.1.2.3:8443", ("ca.internal", "::1", "10.1.2.3")),
+    ("ok/address-named-once", "[::1]:8443", ("ca.internal", "::1")),
+    ("ok/wildcard-not-a-name", "0.0.0.0:8443", ("ca.internal", "::1")),
+    ("ok/ipv6-wildcard-not-a-name", "[::]:8443", ("ca.internal", "::1")),
+    ("ok/host-name-not-added", "ca.example:8443", ("ca.internal", "::1")),
+])
+def test_ok_listener_names_the_address_it_binds(case: str, listen: str,
+                                                names: tuple[str, ...]) -> None:
+    config = parse_config_text(
+        f"server: {{hostnames: [ca.internal, '::1'], https_listen: '{listen}'}}\n"
+        "profiles: {p: {}}\ndefault_profile: p\n", "x")
+    assert builtin.listener_hostnames(config.server) == names, case
 
 
 def test_fail_a_configured_profile_cannot_take_a_builtin_name() -> None:

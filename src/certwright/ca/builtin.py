@@ -10,6 +10,7 @@ them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import ipaddress
@@ -23,13 +24,14 @@ from certwright.ca.profiles import (
     KeyRules,
     NameRules,
     Profile,
+    ServerSettings,
     Validity,
 )
 from certwright.errors import CertwrightError, config_error
 from certwright.pki.names import Names, parse_name
 
-__all__ = ["HTTPS_LISTENER", "LISTENER_LIFETIME", "https_listener", "listener_names",
-           "profile"]
+__all__ = ["HTTPS_LISTENER", "LISTENER_LIFETIME", "https_listener", "listener_hostnames",
+           "listener_names", "listening_ip", "profile"]
 
 # The HTTPS listener's own certificate (server/listener_cert.py).
 HTTPS_LISTENER = "_https-listener"
@@ -37,6 +39,34 @@ HTTPS_LISTENER = "_https-listener"
 # certificate nobody tracks is one nobody remembers to revoke.
 LISTENER_LIFETIME = dt.timedelta(days=30)
 LISTENER_BACKDATE = dt.timedelta(minutes=5)
+
+
+def listening_ip(listen: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in ``HOST:PORT`` when it is one literal IP address a client can
+    connect to: not a name, not a wildcard (0.0.0.0, ::), no IPv6 zone. An empty HOST
+    is 127.0.0.1, as the server binds it (server/run.py ``split_hostport``)."""
+    host = listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.is_unspecified or (isinstance(ip, ipaddress.IPv6Address) and ip.scope_id):
+        return None
+    return ip
+
+
+def listener_hostnames(server: ServerSettings) -> tuple[str, ...]:
+    """What the listener's certificate names: ``server.hostnames`` and the address the
+    HTTPS listener binds when it is a literal IP, so a client given that address (the
+    one ``serve`` prints, the one in ``https_listen``) verifies the certificate."""
+    ip = listening_ip(server.https_listen)
+    if ip is None:
+        return server.hostnames
+    for h in server.hostnames:
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(h) == ip:
+                return server.hostnames
+    return (*server.hostnames, str(ip))
 
 
 def listener_names(hostnames: tuple[str, ...]) -> Names:
@@ -84,5 +114,5 @@ def https_listener(hostnames: tuple[str, ...]) -> Profile:
 def profile(config: Config, name: str) -> Profile | None:
     """The built-in profile called ``name`` for this configuration, if there is one."""
     if name == HTTPS_LISTENER:
-        return https_listener(config.server.hostnames)
+        return https_listener(listener_hostnames(config.server))
     return None

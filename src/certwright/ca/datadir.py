@@ -24,8 +24,10 @@ import string
 from collections.abc import Iterator
 from pathlib import Path
 
+import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from sqlalchemy.engine import Connection
 
 from certwright.ca import hierarchy
 from certwright.ca.authority import Authority, Urls
@@ -36,7 +38,7 @@ from certwright.ca.service import CertificateAuthority
 from certwright.clock import Clock, SystemClock
 from certwright.errors import CertwrightError, ErrorKind, config_error
 from certwright.pki.keys import CA_KEY_TYPES, private_key_pem, write_atomic
-from certwright.store.repo import Store
+from certwright.store.repo import CA_ROOT_SETTING, Store
 
 CONFIG_NAME = "certwright.yaml"
 
@@ -99,6 +101,71 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def _root_sha256(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _shown(url: str) -> str:
+    """The store URL as messages show it: without a password."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
+def _held_elsewhere(url: str, held: str) -> CertwrightError:
+    return CertwrightError(
+        ErrorKind.CONFLICT,
+        f"the database {_shown(url)} already holds a CA (root SHA-256 {held}); nothing was "
+        "changed. To run another server of that CA (a replica), do not run init: copy the "
+        "first data directory (its ca/ files and certwright.yaml) to the new server instead")
+
+
+def _refuse_held_database(url: str) -> None:
+    """Before anything is created: refuse a database that already belongs to a CA (a
+    second CA in it would mix both CAs' certificates, requests and audit log). Only
+    reads: a refused init writes nothing to it. A relative SQLite file is new (it is
+    created in the new data directory), and an absolute one that does not exist yet is
+    empty (connecting would create it)."""
+    if url.startswith("sqlite:///") and (not url.startswith("sqlite:////")
+                                         or not Path(url[len("sqlite:///"):]).exists()):
+        return
+    store = Store.open(url)
+    try:
+        with store.read() as conn:
+            held = store.holder(conn)
+    finally:
+        store.close()
+    if held is not None:
+        raise _held_elsewhere(url, held)
+
+
+def _refuse_other_ca(held: str | None, mine: str, path: Path, url: str) -> None:
+    if held is not None and held != mine:
+        raise config_error(
+            f"{path} holds the CA with root SHA-256 {mine}, but its store {_shown(url)} "
+            f"belongs to another CA (root SHA-256 {held}); refusing to mix two CAs in one "
+            f"database: point store.url in {path / CONFIG_NAME} at this CA's own database")
+
+
+def _check_holder(store: Store, conn: Connection, root: x509.Certificate, path: Path,
+                  url: str, clock: Clock) -> None:
+    """The database must belong to this data directory's CA. One that names no CA (made
+    before ``init`` recorded it, with no ``ca.initialized`` record either) is adopted by
+    the first CA that opens it."""
+    mine = _root_sha256(root)
+    held = store.holder(conn)
+    if held is None:
+        store.put_setting(conn, CA_ROOT_SETTING, mine)
+        store.append_audit(conn, "store.adopted", actor="operator", subject=mine,
+                           at=clock.now(), data={"root": mine})
+        return
+    _refuse_other_ca(held, mine, path, url)
+    if store.setting(CA_ROOT_SETTING, conn) is None:
+        # A database older than the setting whose ca.initialized record names this CA.
+        store.put_setting(conn, CA_ROOT_SETTING, mine)
+
+
 def init(
     path: Path,
     *,
@@ -133,6 +200,7 @@ def init(
                                  http_url=http_url, https_url=https_url, store_url=store_url)
     config = parse_config_text(config_text, "(default configuration)")
 
+    _refuse_held_database(config.store.url)
     created = not path.exists()
     # 0750: the store holds EAB keys and the configuration may hold a database password.
     path.mkdir(mode=0o750, parents=True, exist_ok=True)
@@ -169,11 +237,16 @@ def init(
         try:
             store.migrate()
             with store.write() as conn:
+                # Again under the write lock: another init may have claimed it meanwhile.
+                held = store.holder(conn)
+                if held is not None:
+                    raise _held_elsewhere(config.store.url, held)
+                store.put_setting(conn, CA_ROOT_SETTING, _root_sha256(h.root))
                 store.append_audit(
                     conn, "ca.initialized", actor="operator", subject=hierarchy.issuer_id(
                         h.issuing), at=clock.now(),
                     data={"key_type": key_type,
-                          "root": h.root.fingerprint(hashes.SHA256()).hex(),
+                          "root": _root_sha256(h.root),
                           "issuing": h.issuing.fingerprint(hashes.SHA256()).hex(),
                           "root_subject": h.root.subject.rfc4514_string(),
                           "issuing_subject": h.issuing.subject.rfc4514_string()},
@@ -193,11 +266,8 @@ def init(
     return layout
 
 
-def _record_config(store: Store, conn: object, text: str, clock: Clock,
+def _record_config(store: Store, conn: Connection, text: str, clock: Clock,
                    *, initial: bool = False) -> None:
-    from sqlalchemy.engine import Connection
-
-    assert isinstance(conn, Connection)
     digest = hashlib.sha256(text.encode()).hexdigest()
     previous = store.setting("config_sha256", conn)
     if previous == digest:
@@ -246,13 +316,20 @@ def open_ca(path: Path, *, clock: Clock | None = None, migrate: bool = False,
     # Both fail closed (CONFIG) on a missing key or one that is not the CA's.
     signer = provider.signer(KeyRole.ISSUING, issuing)
     ocsp_signer = provider.signer(KeyRole.OCSP, issuing)
+    root = _load_cert(layout.ca_dir / "root.pem")
     store = Store.open(config.store.url, path)
     try:
         if migrate:
+            # Not even the schema of another CA's database is touched (holder() reads
+            # tables every schema version has).
+            with store.read() as conn:
+                _refuse_other_ca(store.holder(conn), _root_sha256(root), path,
+                                 config.store.url)
             store.migrate()
         elif not store.schema_is_current():
             raise config_error("the store's schema is not current: run `certwright db upgrade`")
         with store.write() as conn:
+            _check_holder(store, conn, root, path, config.store.url, clock)
             _record_config(store, conn, text, clock)
         iid = hierarchy.issuer_id(issuing)
         base = config.server.http_url
@@ -265,7 +342,6 @@ def open_ca(path: Path, *, clock: Clock | None = None, migrate: bool = False,
                            refresh_before=config.issuance.crl_refresh_before)
         responder = OcspResponder(signer=ocsp_signer, issuer_id=iid, store=store, clock=clock,
                                   validity=config.issuance.ocsp_validity)
-        root = _load_cert(layout.ca_dir / "root.pem")
     except BaseException:
         store.close()  # a CA that failed to open leaves no connection pool behind
         raise

@@ -2,9 +2,10 @@
 
 The server enrolls for it like any front-end's client does: one EnrollmentRequest to
 the core under the built-in profile ``_https-listener`` (``ca/builtin.py``: exactly the
-configured hostnames, 30 days, TLS server usages), so the RA decides it and the
-Authority signs, stores and audits it on the path every certificate takes. It is
-renewed at start when a third of its lifetime is left or the hostnames changed.
+configured hostnames and the listener's literal IP address, 30 days, TLS server usages),
+so the RA decides it and the Authority signs, stores and audits it on the path every
+certificate takes. It is renewed at start when a third of its lifetime is left or the
+names changed.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def paths(tls_dir: Path) -> tuple[Path, Path]:
 
 def ensure(ca: ListenerCore, tls_dir: Path) -> tuple[Path, Path]:
     """Return (certificate chain path, key path), enrolling for a new pair when needed."""
-    names = builtin.listener_names(ca.config.server.hostnames)
+    names = builtin.listener_names(builtin.listener_hostnames(ca.config.server))
     cert_path, key_path = paths(tls_dir)
     if key_path.exists() and _current(cert_path, names, ca.clock.now()):
         return cert_path, key_path

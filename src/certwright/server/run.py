@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import signal
@@ -12,6 +13,7 @@ import socket
 import ssl
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,10 +21,11 @@ import uvicorn
 from cryptography import x509
 
 from certwright import registry
-from certwright.ca import datadir
+from certwright.ca import builtin, datadir
 from certwright.ca.frontend import FrontEnd
 from certwright.ca.service import CertificateAuthority
 from certwright.errors import CertwrightError, ErrorKind, config_error
+from certwright.pki.names import Names
 from certwright.server import listener_cert, tls
 from certwright.server.app import build_http_app, build_https_app
 
@@ -149,6 +152,25 @@ def _client_anchors(ca: CertificateAuthority,
     return found
 
 
+def _names(names: Names, host: str) -> bool:
+    """The listener's certificate is valid for ``host`` (a name or a literal address)."""
+    try:
+        return ipaddress.ip_address(host) in names.ip
+    except ValueError:
+        return host.lower().rstrip(".") in {d.lower() for d in names.dns}
+
+
+def _covered_url(names: Names, host: str, port: int) -> str:
+    """The listener's URL as ``serve`` prints it: with the address it binds when its
+    certificate names that address, else with a name the certificate carries (a
+    wildcard address answers on every local address, so on the names' too)."""
+    if not _names(names, host):
+        if not names.dns and not names.ip:
+            return f"{host}:{port} (the listener's certificate names no host)"
+        host = names.dns[0] if names.dns else str(names.ip[0])
+    return f"https://[{host}]:{port}/" if ":" in host else f"https://{host}:{port}/"
+
+
 def run(data: Path, *, http: str | None = None, https: str | None = None,
         workers: int | None = None) -> None:
     ca = datadir.open_ca(data, migrate=True)
@@ -164,6 +186,11 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
         settings = ca.config.server
         http_host, http_port = split_hostport(http or settings.http_listen, "--http")
         https_host, https_port = split_hostport(https or settings.https_listen, "--https")
+        if https is not None and https != settings.https_listen:
+            # The address given here is the one the listener binds, and so the one its
+            # certificate must name (ca/builtin.listener_hostnames).
+            settings = settings.model_copy(update={"https_listen": https})
+            ca.config = ca.config.model_copy(update={"server": settings})
         cert_path, key_path = listener_cert.ensure(ca, datadir.Layout(data).tls_dir)
         ca.crl.current()  # publish a CRL before the first client asks
 
@@ -196,8 +223,12 @@ def run(data: Path, *, http: str | None = None, https: str | None = None,
 
         layout = datadir.Layout(data)
         print(f"certwright serving CA {ca.issuer_id}", flush=True)
-        print(f"  enrollment (HTTPS): https://{https_host}:{https_port}/  "
-              f"(as {settings.https_url})", flush=True)
+        names = builtin.listener_names(builtin.listener_hostnames(settings))
+        public = urllib.parse.urlsplit(settings.https_url).hostname or ""
+        print(f"  enrollment (HTTPS): {_covered_url(names, https_host, https_port)}  "
+              + (f"(as {settings.https_url})" if _names(names, public) else
+                 f"(server.https_url's host {public!r} is not in the listener's "
+                 "certificate: add it to server.hostnames)"), flush=True)
         print(f"  CRL, OCSP (HTTP):   http://{http_host}:{http_port}/  "
               f"(as {settings.http_url})", flush=True)
         print(f"  trust anchor:       {layout.root_pem.resolve()}", flush=True)

@@ -37,12 +37,14 @@ from certwright.store.audit import AuditRecord, Break
 from certwright.store.engine import WriterLock, make_engine
 
 __all__ = [
-    "CertificateRecord", "RequestRecord", "Store", "StoredCrl", "format_serial", "make_engine",
-    "parse_serial",
+    "CA_ROOT_SETTING", "CertificateRecord", "RequestRecord", "Store", "StoredCrl",
+    "format_serial", "make_engine", "parse_serial",
 ]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATE_LOCK = threading.Lock()
+# The setting naming the CA a database belongs to (``Store.holder``).
+CA_ROOT_SETTING = "ca_root_sha256"
 _MIGRATE_LOCK_KEY = 7300171  # pg_advisory_xact_lock key: "certwright schema migration"
 _HEAD_ROW_LOCK = (sa.select(schema.audit_head.c.id).where(schema.audit_head.c.id == 1)
                   .with_for_update())
@@ -446,6 +448,22 @@ class Store:
                                .values(value=value))
         if updated.rowcount == 0:
             conn.execute(schema.settings.insert().values(key=key, value=value))
+
+    def holder(self, conn: Connection) -> str | None:
+        """The SHA-256 fingerprint (hex) of the root of the CA this database belongs to:
+        the setting ``CA_ROOT_SETTING`` that ``init`` writes or, in a database older than
+        that setting, the root its first ``ca.initialized`` audit record names. None when
+        no CA holds it yet (no schema at all, or an empty one)."""
+        if not sa.inspect(conn).has_table(schema.settings.name):
+            return None
+        recorded = self.setting(CA_ROOT_SETTING, conn)
+        if recorded:
+            return recorded
+        first = conn.execute(
+            sa.select(schema.audit_log.c.data).where(schema.audit_log.c.event == "ca.initialized")
+            .order_by(schema.audit_log.c.seq).limit(1)).scalar_one_or_none()
+        root = json.loads(first).get("root") if first is not None else None
+        return root if isinstance(root, str) and root else None
 
 
 def names_json(names: Sequence[str]) -> str:

@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING
 
 from certwright.acme.config import AcmeProfile, AcmeSettings
+from certwright.acme.problems import AcmeProblem
 from certwright.ca.frontend import FrontEnd, Rendered
 
 if TYPE_CHECKING:
@@ -22,9 +23,9 @@ def _app(ca: CertificateAuthority) -> ASGIApp:
 
 def _transport_error(status: int, detail: str) -> Rendered:
     # ACME clients read every error as a problem document (RFC 8555 6.7).
-    body = {"type": "urn:ietf:params:acme:error:malformed", "detail": detail,
-            "status": status}
-    return Rendered(status, json.dumps(body).encode(), "application/problem+json")
+    problem = AcmeProblem("malformed", detail, status)
+    return Rendered(status, json.dumps(problem.as_json()).encode(),
+                    "application/problem+json")
 
 
 FRONTEND = FrontEnd(

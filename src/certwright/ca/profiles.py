@@ -49,7 +49,8 @@ class Approval(enum.Enum):
 def _known_protocol(name: str) -> str:
     known = registry.protocol_names()
     if name not in known:
-        raise ValueError(f"unknown protocol {name!r}; known: {', '.join(known)}")
+        offered = [n for n in known if n != registry.INTERNAL]  # not the operator's to use
+        raise ValueError(f"unknown protocol {name!r}; known: {', '.join(offered)}")
     return name
 
 
